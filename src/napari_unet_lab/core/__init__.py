@@ -1,0 +1,1 @@
+"""The GUI-free core: numpy and torch only, never napari or Qt."""
