@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import tifffile
+
+from .files import write_atomically
 
 # Integer dtypes that ImageJ (and so Fiji) opens natively.
 IMAGEJ_LABEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
@@ -123,22 +124,10 @@ def save_labels_tiff(
     labels = _as_label_array(labels)
     scale = _as_scale(scale, labels.ndim)
     units = _as_units(units, labels.ndim)
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(_exists_message(path))
-
-    temporary = _create_temporary_beside(path)
-    try:
-        with temporary.open("r+b") as file:
-            tifffile.imwrite(file, labels, **_tiff_arguments(labels, scale, units))
-            file.flush()
-            os.fsync(file.fileno())
-        _publish(temporary, path, overwrite=overwrite)
-    finally:
-        # After a successful replace this is a no-op; after a link or an error it cleans up.
-        temporary.unlink(missing_ok=True)
-    _fsync_folder(path.parent)
-    return path
+    arguments = _tiff_arguments(labels, scale, units)
+    return write_atomically(
+        path, lambda file: tifffile.imwrite(file, labels, **arguments), overwrite=overwrite
+    )
 
 
 def load_labels_tiff(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -279,51 +268,3 @@ def _pixel_size_from_tags(page: tifffile.TiffPage, imagej: dict | None) -> tuple
     # The tags are rationals (pixels per unit); inverting them exactly keeps 0.65 as 0.65.
     x_pixels, y_pixels = Fraction(*x_tag.value), Fraction(*y_tag.value)
     return float(per_unit / x_pixels), float(per_unit / y_pixels)
-
-
-def _exists_message(path: Path) -> str:
-    return f"{path} already exists; pass overwrite=True to replace it."
-
-
-def _create_temporary_beside(path: Path) -> Path:
-    # Same folder, so the final move is a rename on one file system (atomic).
-    # os.open with mode 0o666 lets the umask decide permissions, as for any new file.
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(temporary, flags, 0o666))
-        except FileExistsError:
-            continue
-        return temporary
-    raise FileExistsError(f"Could not create a temporary file next to {path}.")
-
-
-def _publish(temporary: Path, path: Path, *, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(temporary, path)
-        return
-    # A hard link fails if `path` appeared meanwhile, so no file is ever replaced silently.
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        raise FileExistsError(_exists_message(path)) from None
-    except OSError:
-        # File systems without hard links (FAT, some network shares): check, then rename.
-        if path.exists():
-            raise FileExistsError(_exists_message(path)) from None
-        os.replace(temporary, path)
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable; not possible (nor needed) on Windows.
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)

@@ -1,0 +1,1 @@
+"""Speed and quality measurements of napari-unet-lab, with their recorded results."""

@@ -1,0 +1,547 @@
+"""Tiled versus whole-image prediction, and versus MONAI's sliding-window inference.
+
+One command, from the repository root::
+
+    .venv/bin/python -m benchmarks.bench_tiling
+
+On a 2048 x 2048 mosaic of BBBC039 nuclei and one device, it times
+
+- a valid-padding light U-Net: one pass over the whole mirrored image (the
+  reference) against overlap-tile prediction with `predict_tiled`;
+- the same weights with same padding: our whole pass and our tiled prediction
+  against MONAI's `sliding_window_inference` driving the same network, once at
+  MONAI's defaults and once at our tile size, batch size and step.
+
+Repeats are interleaved (A, B, C, A, B, C, ...) so background load hits every
+variant alike; medians are reported, raw timings kept. The exit status is 0
+whatever the targets say: this is a measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import glob
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_unet_lab.core.config import UNetConfig
+from napari_unet_lab.core.device import autocast, select_device
+from napari_unet_lab.core.model import UNet
+from napari_unet_lab.core.tiling import plan_axis, predict_tiled
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BBBC039_VAL = "/work/shared/data/bbbc039/val/images"
+# targets of the issue "Benchmark": (key, wanted ratio)
+TILED_VS_WHOLE = 0.85
+VS_MONAI_EQUAL = 1.0
+VS_MONAI_DEFAULTS = 1.2
+SAME_PADDING_TOLERANCE = 1e-5  # promised bound on |tiled - whole| for same padding
+
+
+@dataclass
+class Variant:
+    """One way of predicting the image, timed as a whole call (NumPy in, NumPy out)."""
+
+    key: str  # name in the JSON file
+    label: str  # row in the printed table
+    model: str  # "valid" or "same": which network
+    method: str  # "whole", "tiled" or "monai"
+    settings: dict[str, Any]
+    run: Callable[[np.ndarray], np.ndarray]  # (Y, X) float32 -> (n_classes, Y, X) float32
+    geometry: Callable[[], tuple[int, int]]  # (network passes, input pixels) of the last run
+    times: list[float] = field(default_factory=list)
+    output: np.ndarray | None = None
+
+
+# ----------------------------------------------------------------------------- inputs
+def nuclei_mosaic(size: int, crop: int = 512) -> tuple[np.ndarray, str]:
+    """Return a (size, size) float32 image in 0..1 made of real nuclei images.
+
+    Distinct `crop` x `crop` centre crops of the BBBC039 validation images are laid
+    side by side (so tile seams fall on real content, not on a repeated pattern);
+    without that folder, the plugin's sample image is mirrored up to size.
+    """
+    paths = sorted(glob.glob(os.path.join(BBBC039_VAL, "*.tif")))
+    per_side = math.ceil(size / crop)
+    if len(paths) >= per_side**2:
+        import tifffile
+
+        rows = []
+        for row in range(per_side):
+            tiles = []
+            for column in range(per_side):
+                image = tifffile.imread(paths[row * per_side + column]).astype(np.float32)
+                top, left = (image.shape[0] - crop) // 2, (image.shape[1] - crop) // 2
+                tiles.append(image[top : top + crop, left : left + crop])
+            rows.append(np.concatenate(tiles, axis=1))
+        mosaic = np.concatenate(rows, axis=0)[:size, :size]
+        source = (
+            f"BBBC039 val: centre {crop}x{crop} crops of the first {per_side**2} images "
+            f"(sorted by name), {per_side}x{per_side} mosaic"
+        )
+    else:
+        from napari_unet_lab.samples import load_sample
+
+        image = load_sample("nuclei_1")[0].astype(np.float32)
+        reps = [math.ceil(size / n) for n in image.shape]
+        mosaic = np.pad(
+            image, [(0, (r - 1) * n) for r, n in zip(reps, image.shape, strict=True)], "symmetric"
+        )[:size, :size]
+        source = "plugin sample nuclei_1, mirrored up to size"
+    low, high = float(mosaic.min()), float(mosaic.max())
+    mosaic = (mosaic - low) / (high - low)
+    return np.ascontiguousarray(mosaic, dtype=np.float32), f"{source}; min-max scaled to 0..1"
+
+
+def light_unets(seed: int) -> dict[str, UNet]:
+    """Return the light U-Net with random weights, as valid- and same-padding twins.
+
+    Both share every weight. Batch-norm statistics are randomised so that folding
+    them into the convolutions (what `for_inference` does) changes the weights.
+    """
+    with torch.random.fork_rng(devices=[]):  # the global generator is left as it was
+        torch.manual_seed(seed)
+        valid = UNet(UNetConfig(padding="valid"))
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for module in valid.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.1, generator=generator)
+                module.running_var.uniform_(0.5, 2.0, generator=generator)
+                module.weight.normal_(1.0, 0.1, generator=generator)
+                module.bias.normal_(0.0, 0.1, generator=generator)
+    same = UNet(UNetConfig(padding="same"))
+    same.load_state_dict(valid.state_dict())
+    return {"valid": valid.eval(), "same": same.eval()}
+
+
+# --------------------------------------------------------------------------- variants
+def ours(
+    model: UNet, padding: str, tile_size: int | None, batch_size: int, device: torch.device
+) -> Variant:
+    """Our `predict_tiled`; ``tile_size=None`` is the whole-image reference pass."""
+    geometry_cache: dict[int, tuple[int, int]] = {}
+    shape: list[int] = [0, 0]
+
+    def run(image: np.ndarray) -> np.ndarray:
+        shape[:] = image.shape
+        return predict_tiled(
+            model,
+            image,
+            tile_size=tile_size,
+            batch_size=batch_size,
+            device=device,
+            output="logits",
+        )
+
+    def geometry() -> tuple[int, int]:
+        key = tuple(shape)
+        if key not in geometry_cache:
+            plans = [plan_axis(model, length, tile_size) for length in shape]
+            passes = len(plans[0].starts) * len(plans[1].starts)
+            geometry_cache[key] = (passes, passes * plans[0].tile_input * plans[1].tile_input)
+        return geometry_cache[key]
+
+    if tile_size is None:
+        key, label, method = f"{padding}-whole", f"{padding:5}  ours, whole image", "whole"
+        settings: dict[str, Any] = {"tile_size": None, "batch_size": 1}
+    else:
+        tile_input = model.valid_input_size(tile_size, larger=False)
+        key, method = f"{padding}-tiled-{tile_size}", "tiled"
+        label = f"{padding:5}  ours, tiles {tile_input}, batch {batch_size}"
+        settings = {"tile_size": tile_size, "tile_input": tile_input, "batch_size": batch_size}
+    settings["border"] = "mirror (reflect), halo of context read around every tile"
+    return Variant(key, label, padding, method, settings, run, geometry)
+
+
+def monai(
+    model: UNet,
+    roi: int,
+    batch_size: int,
+    overlap: float,
+    mirror: int,
+    device: torch.device,
+    key: str,
+    label: str,
+) -> Variant:
+    """MONAI's `sliding_window_inference` with ``mode="constant"`` driving `model`.
+
+    `mirror` pixels are added on every side by reflection before (and cropped after),
+    as our tiler does; 0 leaves the image as MONAI gets it by default.
+    """
+    from monai.inferers import sliding_window_inference
+
+    network = model.for_inference().to(device)  # the network our tiler runs, folded once
+    seen = [0, 0]  # windows and input pixels of the last run
+
+    def predictor(windows: torch.Tensor) -> torch.Tensor:  # (B, 1, roi, roi)
+        seen[0] += windows.shape[0]
+        seen[1] += windows.shape[0] * windows.shape[-2] * windows.shape[-1]
+        with autocast(device):  # as `predict_tiled`: mixed precision on CUDA only
+            return network(windows).float()
+
+    def run(image: np.ndarray) -> np.ndarray:
+        seen[:] = [0, 0]
+        with torch.inference_mode():
+            batch = torch.from_numpy(image)[None, None].to(device)  # (1, 1, Y, X)
+            if mirror:
+                batch = F.pad(batch, (mirror,) * 4, mode="reflect")
+            scores = sliding_window_inference(
+                batch, (roi, roi), batch_size, predictor, overlap=overlap, mode="constant"
+            )
+            if mirror:
+                scores = scores[..., mirror:-mirror, mirror:-mirror]
+            return scores[0].float().cpu().numpy()
+
+    settings = {
+        "roi_size": roi,
+        "sw_batch_size": batch_size,
+        "overlap": overlap,
+        "mode": "constant",
+        "step": max(1, int(roi * (1 - overlap))),
+        "border": (
+            f"mirror (reflect) padding of {mirror} px added before, cropped after"
+            if mirror
+            else "none added: the network's zero padding at the image border"
+        ),
+    }
+    return Variant(key, label, "same", "monai", settings, run, lambda: (seen[0], seen[1]))
+
+
+# -------------------------------------------------------------------------- measuring
+def measure(variants: list[Variant], image: np.ndarray, warmup: np.ndarray, repeats: int) -> None:
+    """Time every variant `repeats` times, interleaved, after one untimed warm-up each."""
+    for variant in variants:
+        variant.run(warmup)
+    for repeat in range(repeats):
+        for variant in variants:
+            gc.collect()
+            start = time.perf_counter()
+            output = variant.run(image)
+            elapsed = time.perf_counter() - start
+            variant.times.append(elapsed)
+            variant.output = output
+            print(
+                f"  repeat {repeat + 1}/{repeats}  {variant.key:24} {elapsed:8.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def differences(output: np.ndarray, reference: np.ndarray, border: int) -> dict[str, Any]:
+    """Compare an output with the whole-image pass, over all pixels and away from the border."""
+    diff = np.abs(output - reference)  # (n_classes, Y, X)
+    interior = diff[:, border:-border, border:-border] if border else diff
+    return {
+        "identical": bool(np.array_equal(output, reference)),
+        "max_abs_diff": float(diff.max()),
+        "max_abs_diff_interior": float(interior.max()),
+        "fraction_pixels_over_1e-4": float((diff.max(axis=0) > 1e-4).mean()),
+    }
+
+
+# --------------------------------------------------------------------------- context
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """Describe where the numbers were measured."""
+    import monai
+    import psutil
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "numpy": np.__version__,
+        "load_average_start": list(os.getloadavg()),
+    }
+    try:
+        root = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        info["git_commit"] = commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        info["git_commit"] = None
+    return info
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_tiling",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--size", type=int, help="image edge in pixels (2048; 512 with --quick)")
+    parser.add_argument("--repeats", type=int, help="timed runs per variant (3; 1 with --quick)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
+    parser.add_argument("--tile-size", type=int, default=512, help="our tile and MONAI's roi")
+    parser.add_argument("--batch-size", type=int, default=4, help="our tiles per batch")
+    parser.add_argument(
+        "--extra-tile-sizes",
+        default="",
+        help="more tile sizes for our tiler, comma separated (e.g. 256,1024); not in the targets",
+    )
+    parser.add_argument("--warmup-size", type=int, help="edge of the warm-up crop (size / 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--out", type=Path, help="JSON file (results/tiling-<device>.json)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: small image, one repeat, no JSON"
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.size is None:
+        arguments.size = 512 if arguments.quick else 2048
+    if arguments.repeats is None:
+        arguments.repeats = 1 if arguments.quick else 3
+    if arguments.warmup_size is None:
+        arguments.warmup_size = max(arguments.size // 2, 64)
+    return arguments
+
+
+# ---------------------------------------------------------------------------- report
+def format_table(rows: list[list[str]], header: list[str]) -> str:
+    """Align columns: text to the left, numbers to the right."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        cells = [
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the tables, write the JSON file; always return 0."""
+    arguments = parse_arguments(argv)
+    device = select_device(arguments.device)
+    size, tile, batch = arguments.size, arguments.tile_size, arguments.batch_size
+    image, source = nuclei_mosaic(size)
+    warmup = np.ascontiguousarray(image[: arguments.warmup_size, : arguments.warmup_size])
+    models = light_unets(arguments.seed)
+    extra = [int(s) for s in arguments.extra_tile_sizes.split(",") if s.strip()]
+
+    same = models["same"]
+    halo = same.halo
+    # Equal footing for MONAI: the image mirrored by our halo, and MONAI's step set
+    # to ours, gives exactly our tiles (same count, same pixels) with blending added.
+    our_step = plan_axis(same, size, tile).starts[1:2]
+    step = our_step[0] if our_step else tile - 2 * halo
+    equal_overlap = (tile - step) / tile
+
+    variants = [ours(models["valid"], "valid", None, 1, device)]
+    variants += [ours(models["valid"], "valid", t, batch, device) for t in [tile, *extra]]
+    variants.append(ours(same, "same", None, 1, device))
+    variants += [ours(same, "same", t, batch, device) for t in [tile, *extra]]
+    variants.append(
+        monai(
+            same, tile, 1, 0.25, 0, device, f"same-monai-{tile}-defaults",
+            f"same   MONAI roi {tile}, defaults (batch 1, overlap 0.25)",
+        )  # fmt: skip
+    )
+    variants.append(
+        monai(
+            same, tile, batch, equal_overlap, halo, device, f"same-monai-{tile}-equal",
+            f"same   MONAI roi {tile}, batch {batch}, our step, mirrored",
+        )  # fmt: skip
+    )
+
+    info = machine_info(device)
+    print(
+        f"Tiling benchmark: {size}x{size} image, {arguments.repeats} interleaved repeats, "
+        f"device {device}, {info['torch_threads']} torch threads, {info['cpu']}",
+        file=sys.stderr,
+    )
+    measure(variants, image, warmup, arguments.repeats)
+    info["load_average_end"] = list(os.getloadavg())
+
+    megapixels = size * size / 1e6
+    by_key = {v.key: v for v in variants}
+    results: dict[str, Any] = {}
+    for variant in variants:
+        reference = by_key[f"{variant.model}-whole"]
+        median = statistics.median(variant.times)
+        passes, input_pixels = variant.geometry()
+        entry: dict[str, Any] = {
+            "label": variant.label.strip(),
+            "model": variant.model,
+            "method": variant.method,
+            "settings": variant.settings,
+            "network_passes": passes,
+            "input_megapixels": input_pixels / 1e6,
+            "times_s": variant.times,
+            "median_s": median,
+            "throughput_mpx_per_s": megapixels / median,
+            "throughput_vs_whole": statistics.median(reference.times) / median,
+        }
+        border = models[variant.model].halo
+        entry.update(differences(variant.output, reference.output, border))
+        results[variant.key] = entry
+
+    def speedup(fast: str, slow: str) -> float:
+        return results[slow]["median_s"] / results[fast]["median_s"]
+
+    ratios = {
+        "valid_tiled_vs_whole": results[f"valid-tiled-{tile}"]["throughput_vs_whole"],
+        "same_tiled_vs_whole": results[f"same-tiled-{tile}"]["throughput_vs_whole"],
+        "ours_vs_monai_equal": speedup(f"same-tiled-{tile}", f"same-monai-{tile}-equal"),
+        "ours_vs_monai_defaults": speedup(f"same-tiled-{tile}", f"same-monai-{tile}-defaults"),
+        "ours_whole_vs_monai_defaults": speedup("same-whole", f"same-monai-{tile}-defaults"),
+    }
+    ours_exact = (
+        results[f"valid-tiled-{tile}"]["identical"]
+        and results[f"same-tiled-{tile}"]["max_abs_diff"] < SAME_PADDING_TOLERANCE
+    )
+    targets = [
+        (f"tiled >= {TILED_VS_WHOLE}x whole (valid padding, tile {tile})",
+         ratios["valid_tiled_vs_whole"], TILED_VS_WHOLE),
+        (f"tiled >= {TILED_VS_WHOLE}x whole (same padding, tile {tile})",
+         ratios["same_tiled_vs_whole"], TILED_VS_WHOLE),
+        (f"ours >= {VS_MONAI_EQUAL}x MONAI, equal tile size and batch",
+         ratios["ours_vs_monai_equal"], VS_MONAI_EQUAL),
+        (f"ours >= {VS_MONAI_DEFAULTS}x MONAI at its defaults",
+         ratios["ours_vs_monai_defaults"], VS_MONAI_DEFAULTS),
+    ]  # fmt: skip
+    target_records = [
+        {"target": name, "measured": value, "wanted": wanted, "pass": value >= wanted}
+        for name, value, wanted in targets
+    ]
+    target_records.append(
+        {
+            "target": "ours exact: tiled identical to whole (valid), "
+            f"|tiled - whole| < {SAME_PADDING_TOLERANCE:g} (same)",
+            "measured": max(
+                results[f"valid-tiled-{tile}"]["max_abs_diff"],
+                results[f"same-tiled-{tile}"]["max_abs_diff"],
+            ),
+            "wanted": 0.0,
+            "pass": bool(ours_exact),
+        }
+    )
+
+    rows = [
+        [
+            variant.label,
+            str(results[variant.key]["network_passes"]),
+            f"{results[variant.key]['input_megapixels']:.2f}",
+            f"{results[variant.key]['median_s']:.2f}",
+            f"{results[variant.key]['throughput_mpx_per_s']:.3f}",
+            f"{results[variant.key]['throughput_vs_whole']:.2f}",
+            f"{results[variant.key]['max_abs_diff']:.3g}",
+            f"{results[variant.key]['max_abs_diff_interior']:.3g}",
+            "yes" if results[variant.key]["identical"] else "no",
+        ]
+        for variant in variants
+    ]
+    header = [
+        "variant",
+        "passes",
+        "in Mpx",
+        "median s",
+        "Mpx/s",
+        "vs whole",
+        "max|d|",
+        f"interior max|d|",
+        "identical",
+    ]
+    print()
+    print(
+        f"{size}x{size} image ({source}); device {device}; {info['torch_threads']} torch "
+        f"threads; median of {arguments.repeats}. 'in Mpx': pixels fed to the network; "
+        f"'max|d|': largest |output - whole-image pass| of the same model; 'interior': "
+        f"more than the halo ({halo} px) from the image border."
+    )
+    print(format_table(rows, header))
+    print()
+    print(
+        format_table(
+            [
+                [r["target"], f"{r['measured']:.3g}", f"{r['wanted']:g}", ("PASS" if r["pass"] else "FAIL")]
+                for r in target_records
+            ],
+            ["target", "measured", "wanted", "result"],
+        )
+    )
+    print(
+        "\n(A benchmark, not a test: the exit status is 0 whatever the targets say.)",
+    )
+
+    report = {
+        "benchmark": "tiling",
+        "command": "python -m benchmarks.bench_tiling " + " ".join(argv or sys.argv[1:]),
+        "machine": info,
+        "settings": {
+            "size": size,
+            "repeats": arguments.repeats,
+            "warmup": f"one untimed run per variant on the top-left {warmup.shape[0]} px crop",
+            "order": "interleaved: every variant once per repeat, in table order",
+            "timer": "time.perf_counter around one call, NumPy image in, NumPy logits out",
+            "tile_size": tile,
+            "batch_size": batch,
+            "extra_tile_sizes": extra,
+            "seed": arguments.seed,
+            "monai_equal_overlap": equal_overlap,
+            "inference": "torch.inference_mode; float32 on CPU; logits (no softmax)",
+        },
+        "image": {"shape": list(image.shape), "source": source},
+        "models": {
+            name: {
+                "config": model.config.to_dict(),
+                "parameters": model.parameter_count(),
+                "halo": model.halo,
+                "size_multiple": model.size_multiple,
+                "reference_logit_std": float(by_key[f"{name}-whole"].output.std()),
+            }
+            for name, model in models.items()
+        },
+        "results": results,
+        "ratios": ratios,
+        "targets": target_records,
+    }
+    out = arguments.out
+    if out is None and not arguments.quick:
+        out = RESULTS / f"tiling-{device.type}.json"
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"Results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
