@@ -14,3 +14,21 @@ def screen_for_qt() -> None:
             "or `xvfb-run -a .venv/bin/python -m pytest`.",
             pytrace=False,
         )
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path):
+    """A small random U-Net saved as a model file: fast enough for GUI tests."""
+    import torch
+
+    from napari_unet_lab.core.config import UNetConfig
+    from napari_unet_lab.core.io import ModelInfo, save_model
+    from napari_unet_lab.core.model import UNet
+
+    def make(in_channels=1, name="tiny"):
+        torch.manual_seed(0)
+        config = UNetConfig(in_channels=in_channels, base_channels=4, depth=2)
+        info = ModelInfo(config=config, class_names=["background", "object"], name=name)
+        return save_model(tmp_path / name, UNet(config), info)
+
+    return make

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
+from typing import TypeVar
+
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -25,3 +29,12 @@ class Progress:
     def fraction(self) -> float:
         """Share of the work done, from 0 to 1."""
         return self.done / self.total if self.total else 1.0
+
+
+def run_to_end(work: Generator[Progress, None, Result]) -> Result:
+    """Run a progress-yielding generator to the end and return its result."""
+    while True:
+        try:
+            next(work)
+        except StopIteration as stop:
+            return stop.value

@@ -19,7 +19,7 @@ import torch
 
 from .device import autocast, is_out_of_memory, select_device
 from .model import UNet
-from .progress import Progress
+from .progress import Progress, run_to_end
 
 Output = Literal["logits", "probabilities"]
 
@@ -321,12 +321,7 @@ def scores_to_probabilities(scores: Any, rows_per_block: int = 256) -> Any:
 
 def predict_tiled(model: UNet, image: Any, **settings: Any) -> Any:
     """Predict an image tile by tile; see `iter_predict_tiled` for the settings."""
-    generator = iter_predict_tiled(model, image, **settings)
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_predict_tiled(model, image, **settings))
 
 
 def _batches(tiles: list[_Tile], size: int) -> Iterator[list[_Tile]]:

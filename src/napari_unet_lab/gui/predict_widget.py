@@ -1,0 +1,261 @@
+"""Dock widget: segment an image layer with a U-Net, in the background, with Cancel."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from ..core.device import available_devices
+from ..core.io import ModelFileError, builtin_models, load_model
+from ..core.predict import Segmentation, image_channel_axis, iter_segment
+from ..core.progress import Progress
+from .layers import image_data, show_result, spatial_placement
+
+logger = logging.getLogger(__name__)
+
+MODEL_FROM_FILE = "model file…"
+
+
+class PredictWidget(Container):
+    """Segment the chosen image with a built-in or saved model.
+
+    Adds three layers over the image: the most likely class of each pixel
+    (Labels), the separated objects (Labels), and the probability of each pixel
+    belonging to an object (Image). Running again updates these layers, never
+    a layer of the user's or a result the user has corrected.
+    """
+
+    def __init__(self, napari_viewer: Any):
+        super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self._worker = None
+        self._napari_progress = None
+        self.image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
+        self.model = ComboBox(label="Model", choices=self._model_choices)
+        self.model_file = FileEdit(label="Model file", filter="*.json *.safetensors", visible=False)
+        self.threshold = FloatSlider(
+            label="Object probability", value=0.5, min=0.05, max=0.95, step=0.05
+        )
+        self.min_size = SpinBox(label="Smallest object (px)", value=15, min=0, max=1_000_000)
+        self.split_touching = CheckBox(text="Split touching objects", value=True)
+        self.show_advanced = CheckBox(text="Advanced settings", value=False)
+        self.tile_size = SpinBox(label="Tile size (px)", value=512, min=64, max=8192, step=8)
+        self.batch_size = SpinBox(label="Tiles per batch", value=4, min=1, max=256)
+        self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
+        self.run_button = PushButton(text="Segment")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress_bar = ProgressBar(value=0, min=0, max=1000, visible=False, label="")
+        self.status = Label(value="")
+        self._advanced = (self.tile_size, self.batch_size, self.device)
+        self.extend(
+            [
+                self.image,
+                self.model,
+                self.model_file,
+                self.threshold,
+                self.min_size,
+                self.split_touching,
+                self.show_advanced,
+                *self._advanced,
+                self.run_button,
+                self.cancel_button,
+                self.progress_bar,
+                self.status,
+            ]
+        )
+        for widget in self._advanced:
+            widget.visible = False
+        self.show_advanced.changed.connect(self._toggle_advanced)
+        self.model.changed.connect(self._model_changed)
+        self.run_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.cancel)
+        self.image.tooltip = "The image to segment (2D, or a stack segmented slice by slice)."
+        self.threshold.tooltip = "Pixels more likely than this to be an object count as object."
+        self.tile_size.tooltip = "Smaller tiles use less memory; the result is the same."
+        events = self._viewer.layers.events
+        for event in (events.inserted, events.removed, events.moved):
+            event.connect(self._refresh_layers)
+        self._model_changed()
+
+    # -------------------------------------------------------------- choices
+    def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _model_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        models = [(f"{name} (built-in)", path) for name, path in builtin_models().items()]
+        return [*models, (MODEL_FROM_FILE, MODEL_FROM_FILE)]
+
+    def _refresh_layers(self, _event=None) -> None:
+        self.image.reset_choices()
+
+    def _toggle_advanced(self, shown: bool) -> None:
+        for widget in self._advanced:
+            widget.visible = shown
+
+    def _model_changed(self, _value=None) -> None:
+        self.model_file.visible = self.model.value == MODEL_FROM_FILE
+
+    # -------------------------------------------------------------- running
+    @property
+    def running(self) -> bool:
+        """True while a segmentation runs in the background."""
+        return self._worker is not None
+
+    def start(self) -> None:
+        """Check the inputs, then segment in a background thread."""
+        if self.running:
+            return
+        try:
+            layer, model, info = self._checked_inputs()
+        except (ValueError, ModelFileError) as error:
+            self._fail(str(error))
+            return
+        data = image_data(layer)
+        settings = dict(
+            rgb=layer.rgb,
+            tile_size=self.tile_size.value,
+            batch_size=self.batch_size.value,
+            device=self.device.value,
+            threshold=self.threshold.value,
+            min_size=self.min_size.value,
+            split_touching=self.split_touching.value,
+        )
+        channel_axis = image_channel_axis(tuple(data.shape), info.config.in_channels, layer.rgb)
+        self._worker = create_worker(
+            iter_segment, model, info, data, **settings, _start_thread=False, _ignore_errors=True
+        )
+        self._worker.yielded.connect(self._show_progress)
+        self._worker.returned.connect(
+            lambda result: self._show_segmentation(result, layer, channel_axis)
+        )
+        self._worker.errored.connect(self._show_error)
+        self._worker.aborted.connect(self._show_cancelled)
+        self._worker.finished.connect(self._finish)
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress_bar.value = 0
+        self.progress_bar.visible = True
+        self.status.value = f"Segmenting {layer.name}…"
+        self._napari_progress = progress(total=0, desc=f"Segmenting {layer.name}")
+        self._worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running segmentation after the current batch of tiles."""
+        if self._worker is not None:
+            self.status.value = "Cancelling…"
+            self._worker.quit()
+
+    def _checked_inputs(self):
+        layer = self.image.value
+        if layer is None:
+            raise ValueError("choose an image layer to segment (File ▸ Open Sample to try one)")
+        if self.model.value == MODEL_FROM_FILE:
+            path = self.model_file.value
+            if path is None or not Path(path).is_file():
+                raise ValueError("choose a model file (.json or .safetensors)")
+        else:
+            path = self.model.value
+        model, info = load_model(path)
+        data = image_data(layer)
+        image_channel_axis(tuple(data.shape), info.config.in_channels, layer.rgb)
+        if 0 in data.shape:
+            raise ValueError(f"the image {layer.name!r} is empty")
+        return layer, model, info
+
+    # -------------------------------------------------------------- results
+    def _show_progress(self, record: Progress) -> None:
+        self.progress_bar.value = int(1000 * record.fraction)
+        self.status.value = record.message.capitalize()
+        if self._napari_progress is not None:
+            bar = self._napari_progress
+            bar.total = record.total
+            bar.n = record.done
+            bar.set_description(record.message.capitalize())
+            bar.refresh()
+
+    def _show_segmentation(self, result: Segmentation, layer: Image, channel_axis) -> None:
+        if layer not in self._viewer.layers:
+            show_warning(f"{layer.name!r} was closed while it was segmented; result not shown")
+            return
+        placement = spatial_placement(layer, channel_axis, result.objects.ndim)
+        outcomes = []
+        shown = [
+            (
+                result.foreground,
+                Image,
+                "foreground probability",
+                "probability",
+                dict(
+                    colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", visible=False
+                ),
+            ),
+            (result.classes, Labels, "classes", "classes", dict(visible=False)),
+            (result.objects, Labels, "objects", "objects", {}),
+        ]
+        for data, kind, suffix, role, style in shown:
+            new_layer, outcome = show_result(
+                self._viewer,
+                data,
+                kind=kind,
+                name=f"{layer.name} {suffix}",
+                role=role,
+                source=layer.name,
+                **placement,
+                **style,
+            )
+            if outcome == "kept edited":
+                outcomes.append(f"kept your edited layer; new result in {new_layer.name!r}")
+        count = (
+            len(set(result.objects.ravel().tolist()) - {0}) if result.objects.size < 5e7 else None
+        )
+        summary = f"Found {count} objects in {layer.name}." if count is not None else "Done."
+        self.status.value = " ".join([summary, *outcomes])
+        show_info(self.status.value)
+
+    def _show_error(self, error: Exception) -> None:
+        if isinstance(error, (ValueError, ModelFileError, MemoryError)):
+            self._fail(str(error))
+        else:
+            logger.exception("segmentation failed", exc_info=error)
+            self._fail(f"segmentation failed unexpectedly: {error}")
+
+    def _show_cancelled(self) -> None:
+        self.status.value = "Cancelled; no layers were changed."
+
+    def _fail(self, message: str) -> None:
+        message = message[:1].upper() + message[1:]
+        self.status.value = message
+        show_error(message)
+
+    def _finish(self) -> None:
+        self._worker = None
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+        self.progress_bar.visible = False
+        if self._napari_progress is not None:
+            self._napari_progress.close()
+            self._napari_progress = None
+
+    def close(self) -> None:  # noqa: D102
+        self.cancel()
+        events = self._viewer.layers.events
+        for event in (events.inserted, events.removed, events.moved):
+            event.disconnect(self._refresh_layers)
+        super().close()

@@ -1,0 +1,174 @@
+"""The Predict widget in a real napari viewer, its worker thread included."""
+
+import numpy as np
+import pytest
+from napari.layers import Image, Labels
+
+from napari_unet_lab.gui import predict_widget as widget_module
+from napari_unet_lab.gui.predict_widget import MODEL_FROM_FILE, PredictWidget
+from napari_unet_lab.samples import load_sample
+
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Error notifications the widget shows the user."""
+    shown = []
+    monkeypatch.setattr(widget_module, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def viewer_and_widget(make_napari_viewer, tiny_model_file):
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model.value = MODEL_FROM_FILE
+    widget.model_file.value = tiny_model_file()
+    return viewer, widget
+
+
+def _run(qtbot, widget):
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+
+
+def test_segments_into_three_layers_placed_over_the_image(qtbot, viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    image, _ = load_sample("nuclei_1")
+    layer = viewer.add_image(image[:200, :300], name="cells", scale=(0.5, 0.25), translate=(10, 20))
+    widget.image.value = layer
+    progress = []
+    widget.start()
+    widget._worker.yielded.connect(progress.append)
+    assert widget.running and not widget.run_button.enabled and widget.cancel_button.enabled
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+
+    assert errors == []
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["cells", "cells foreground probability", "cells classes", "cells objects"]
+    probability, classes, objects = viewer.layers[1:]
+    assert isinstance(probability, Image) and isinstance(classes, Labels)
+    assert isinstance(objects, Labels)
+    for result in (probability, classes, objects):
+        assert result.data.shape == (200, 300)
+        np.testing.assert_array_equal(result.scale, layer.scale)
+        np.testing.assert_array_equal(result.translate, layer.translate)
+    assert probability.data.min() >= 0 and probability.data.max() <= 1
+    assert set(np.unique(classes.data)) <= {0, 1}
+    # progress went from 0 to all tiles, and the widget is ready again
+    assert progress and progress[-1].done == progress[-1].total
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+    assert "objects" in widget.status.value or "Found" in widget.status.value
+
+
+def test_running_again_updates_own_layers_and_never_a_users(qtbot, viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    layer = viewer.add_image(np.random.default_rng(0).random((64, 80)), name="cells")
+    users = viewer.add_labels(np.ones((64, 80), np.int32), name="cells objects")
+    widget.image.value = layer
+    _run(qtbot, widget)
+    ours = [
+        lyr for lyr in viewer.layers if lyr.name.startswith("cells objects") and lyr is not users
+    ]
+    assert len(ours) == 1
+    assert np.all(users.data == 1)  # the user's layer of the same name is untouched
+    first_layers = list(viewer.layers)
+
+    _run(qtbot, widget)
+    assert list(viewer.layers) == first_layers  # same layer objects, updated in place
+
+    # the user corrects the objects: the next run keeps the correction
+    edited = ours[0]
+    corrected = edited.data.copy()
+    corrected[:5, :5] = 7
+    edited.data = corrected
+    _run(qtbot, widget)
+    assert np.array_equal(edited.data, corrected)
+    assert len(viewer.layers) == len(first_layers) + 1
+    assert "kept your edited layer" in widget.status.value
+    assert errors == []
+
+
+def test_cancel_stops_between_tiles_and_changes_nothing(qtbot, viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    layer = viewer.add_image(np.random.default_rng(1).random((600, 600)), name="big")
+    widget.image.value = layer
+    widget.tile_size.value = 128
+    widget.batch_size.value = 1
+    records = []
+    widget.start()
+    widget._worker.yielded.connect(records.append)
+    qtbot.waitUntil(lambda: len(records) >= 2, timeout=TIMEOUT_MS)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert records[-1].done < records[-1].total
+    assert [lyr.name for lyr in viewer.layers] == ["big"]
+    assert widget.status.value.startswith("Cancelled")
+    assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("data", "rgb", "message"),
+    [
+        (np.zeros((40, 50, 3), np.uint8), True, "RGB"),
+        (np.full((40, 50), np.nan, np.float32), False, "NaN"),
+    ],
+    ids=["rgb-for-grayscale-model", "nan"],
+)
+def test_bad_images_give_a_clear_message(qtbot, viewer_and_widget, errors, data, rgb, message):
+    viewer, widget = viewer_and_widget
+    widget.image.value = viewer.add_image(data, rgb=rgb, name="bad")
+    _run(qtbot, widget)
+    assert len(errors) == 1 and message in errors[0]
+    assert [lyr.name for lyr in viewer.layers] == ["bad"]
+    assert widget.run_button.enabled
+
+
+def test_model_for_other_channels_is_refused(qtbot, viewer_and_widget, errors, tiny_model_file):
+    viewer, widget = viewer_and_widget
+    widget.model_file.value = tiny_model_file(in_channels=3, name="rgb-model")
+    widget.image.value = viewer.add_image(np.zeros((40, 50)), name="gray")
+    widget.start()
+    assert not widget.running
+    assert "3 channels" in errors[0]
+
+
+def test_damaged_model_file_is_refused(qtbot, viewer_and_widget, errors, tmp_path):
+    viewer, widget = viewer_and_widget
+    model_json = widget.model_file.value
+    weights = model_json.with_suffix(".safetensors")
+    weights.write_bytes(b"not a model" + weights.read_bytes()[100:])
+    widget.image.value = viewer.add_image(np.zeros((40, 50)), name="gray")
+    widget.start()
+    assert not widget.running
+    assert "damaged" in errors[0]
+
+
+def test_no_image_chosen(viewer_and_widget, errors):
+    _, widget = viewer_and_widget
+    widget.start()
+    assert "choose an image" in errors[0].lower()
+
+
+def test_rgb_image_with_rgb_model(qtbot, viewer_and_widget, errors, tiny_model_file):
+    viewer, widget = viewer_and_widget
+    widget.model_file.value = tiny_model_file(in_channels=3, name="rgb-model")
+    rgb = np.random.default_rng(2).integers(0, 255, (50, 60, 3), dtype=np.uint8)
+    widget.image.value = viewer.add_image(rgb, rgb=True, name="colour", scale=(2, 3))
+    _run(qtbot, widget)
+    assert errors == []
+    objects = viewer.layers["colour objects"]
+    assert objects.data.shape == (50, 60)
+    np.testing.assert_array_equal(objects.scale, (2, 3))
+
+
+def test_stack_is_segmented_slice_by_slice(qtbot, viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    stack = np.random.default_rng(3).random((3, 40, 50)).astype(np.float32)
+    widget.image.value = viewer.add_image(stack, name="stack", scale=(4, 1, 1))
+    _run(qtbot, widget)
+    assert errors == []
+    assert viewer.layers["stack objects"].data.shape == (3, 40, 50)
+    np.testing.assert_array_equal(viewer.layers["stack classes"].scale, (4, 1, 1))
