@@ -15,7 +15,7 @@ def main() -> None:
         if error.name != "napari_unet_lab.demo":
             raise
         sys.exit("napari-unet-lab: the demo is not part of this install.")
-    run_demo()
+    sys.exit(run_demo())
 
 
 if __name__ == "__main__":

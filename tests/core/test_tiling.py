@@ -86,7 +86,7 @@ def test_tiles_start_on_the_pooling_grid_and_cover_the_image(valid_model):
         plan = plan_axis(valid_model, length, 128)
         assert all(start % valid_model.size_multiple == 0 for start in plan.starts)
         assert plan.starts[0] == 0 and plan.stops[-1] == length
-        assert all(a == b for a, b in zip(plan.stops[:-1], plan.starts[1:]))
+        assert plan.stops[:-1] == plan.starts[1:]
         assert valid_model.is_valid_input_size(plan.tile_input)
 
 
@@ -103,7 +103,9 @@ def test_channels_last_rgb_and_channel_count_check():
     model = _model(in_channels=3)
     rgb = np.random.default_rng(4).random((40, 30, 3), dtype=np.float32)
     result = predict_tiled(model, rgb, channel_axis=-1, tile_size=64, output="logits")
-    whole = predict_tiled(model, np.moveaxis(rgb, -1, 0), channel_axis=0, tile_size=None, output="logits")
+    whole = predict_tiled(
+        model, np.moveaxis(rgb, -1, 0), channel_axis=0, tile_size=None, output="logits"
+    )
     assert np.array_equal(result, whole)
     with pytest.raises(ValueError, match="expects 3 channel"):
         predict_tiled(model, rgb[..., :2], channel_axis=-1)
@@ -148,7 +150,9 @@ def test_out_of_memory_halves_the_batch(valid_model, monkeypatch):
     result = predict_tiled(valid_model, image, tile_size=140, batch_size=4, output="logits")
     monkeypatch.undo()
     assert 4 in calls and 2 in calls and 1 in calls
-    assert np.array_equal(result, predict_tiled(valid_model, image, tile_size=None, output="logits"))
+    assert np.array_equal(
+        result, predict_tiled(valid_model, image, tile_size=None, output="logits")
+    )
 
 
 def test_intensity_range_is_applied(valid_model):
