@@ -161,3 +161,35 @@ def test_intensity_range_is_applied(valid_model):
     a = predict_tiled(valid_model, image, output="logits")
     b = predict_tiled(valid_model, scaled, intensity_range=(100, 1100), output="logits")
     np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(300, 257), (131, 77), (37, 41), (1, 1)])
+@pytest.mark.parametrize("tile_size", [128, 160])
+def test_same_padding_zero_border_tiles_match_the_whole_image(same_model, shape, tile_size):
+    """With the network's own zero padding at the border, tiles still agree with one pass."""
+    image = np.random.default_rng(7).random(shape, dtype=np.float32)
+    whole = predict_tiled(same_model, image, tile_size=None, output="logits", border="zeros")
+    tiled = predict_tiled(
+        same_model, image, tile_size=tile_size, output="logits", border="zeros"
+    )
+    assert np.abs(tiled - whole).max() < 1e-5
+    # the reference is the network on the image, zero-padded at the end to its pooling grid
+    grid = same_model.size_multiple
+    padded = np.pad(image, [(0, -(-n // grid) * grid - n) for n in shape])
+    with torch.no_grad():
+        direct = same_model.for_inference()(torch.from_numpy(padded)[None, None])[0].numpy()
+    assert np.array_equal(whole, direct[:, : shape[0], : shape[1]])
+
+
+def test_zero_border_plan_covers_and_stays_on_grid(same_model):
+    for length in (1, 9, 100, 513, 2048):
+        plan = plan_axis(same_model, length, 160, border="zeros")
+        assert plan.starts[0] == 0 and plan.stops[-1] == length
+        assert plan.stops[:-1] == plan.starts[1:]
+        assert all(start % same_model.size_multiple == 0 for start in plan.input_starts)
+        assert all(start >= 0 for start in plan.input_starts)
+
+
+def test_zero_border_needs_same_padding(valid_model):
+    with pytest.raises(ValueError, match="same-padding"):
+        predict_tiled(valid_model, np.zeros((20, 20), np.float32), border="zeros")

@@ -24,6 +24,9 @@ from .progress import Progress, run_to_end
 Output = Literal["logits", "probabilities"]
 
 
+Border = Literal["mirror", "zeros"]
+
+
 @dataclass(frozen=True)
 class AxisPlan:
     """Where the tiles lie along one image axis.
@@ -37,21 +40,27 @@ class AxisPlan:
     stops : tuple of int
         Image index after the last pixel each tile keeps; tiles do not overlap
         in what they keep, only in the context they read.
+    input_starts : tuple of int
+        Image index of each tile's first input pixel; negative, or beyond the
+        image, where the tile reads past the border.
     context : int
-        Pixels read before a tile's first predicted pixel (mirrored at the image
-        border); the tile's input starts at ``start - context``.
-    keep_offset : int
-        Index, in the tile's output, of the tile's first predicted pixel.
+        Pixels of context before the image's first pixel in the reference pass
+        (mirrored, or zeros).
+    border : {"mirror", "zeros"}
+        What tiles read beyond the image border.
     """
 
     tile_input: int
     starts: tuple[int, ...]
     stops: tuple[int, ...]
+    input_starts: tuple[int, ...]
     context: int
-    keep_offset: int
+    border: Border = "mirror"
 
 
-def plan_axis(model: UNet, length: int, tile_size: int | None) -> AxisPlan:
+def plan_axis(
+    model: UNet, length: int, tile_size: int | None, border: Border = "mirror"
+) -> AxisPlan:
     """Place tiles along one axis of `length` pixels.
 
     Parameters
@@ -62,16 +71,25 @@ def plan_axis(model: UNet, length: int, tile_size: int | None) -> AxisPlan:
         Image size along the axis.
     tile_size : int or None
         Wanted tile input size; rounded down to a size the network accepts. None
-        means one tile over the whole (mirrored) axis.
+        means one tile over the whole (padded) axis.
+    border : {"mirror", "zeros"}
+        ``"mirror"`` (the paper): context beyond the image is the image mirrored,
+        for every network. ``"zeros"``, for same-padding networks only: the
+        network's own zero padding at the image border, as if the whole image
+        went through it at once; tiles at the border then need no context there.
     """
     if length < 1:
         raise ValueError("the image is empty along one axis")
+    if border == "zeros":
+        if model.config.padding != "same":
+            raise ValueError("zero borders need a same-padding network; valid padding mirrors")
+        return _plan_axis_zero_border(model, length, tile_size)
+    if border != "mirror":
+        raise ValueError(f"border must be 'mirror' or 'zeros', got {border!r}")
     grid = model.size_multiple
     valid = model.config.padding == "valid"
-    # context: input pixels before the first output pixel; keep_offset: output
-    # pixels to drop at the start of a tile (same padding: those that saw zeros)
+    # input pixels read before a tile's first kept output pixel
     context = model.output_offset if valid else model.halo
-    keep_offset = 0 if valid else model.halo
 
     def covered(tile_input: int) -> int:
         # image pixels one tile predicts
@@ -87,7 +105,7 @@ def plan_axis(model: UNet, length: int, tile_size: int | None) -> AxisPlan:
 
     whole = smallest_covering(length)
     if tile_size is None or tile_size >= whole:
-        return AxisPlan(whole, (0,), (length,), context, keep_offset)
+        return AxisPlan(whole, (0,), (length,), (-context,), context)
     tile_input = model.valid_input_size(tile_size, larger=False)
     if tile_input == 0 or covered(tile_input) < grid:
         tile_input = smallest_covering(grid)  # the smallest useful tile
@@ -95,7 +113,33 @@ def plan_axis(model: UNet, length: int, tile_size: int | None) -> AxisPlan:
     last = max(0, math.ceil((length - covered(tile_input)) / grid) * grid)
     starts = [*range(0, last, step), last]
     stops = [*starts[1:], length]
-    return AxisPlan(tile_input, tuple(starts), tuple(stops), context, keep_offset)
+    inputs = tuple(start - context for start in starts)
+    return AxisPlan(tile_input, tuple(starts), tuple(stops), inputs, context)
+
+
+def _plan_axis_zero_border(model: UNet, length: int, tile_size: int | None) -> AxisPlan:
+    grid, halo = model.size_multiple, model.halo
+    padded = math.ceil(length / grid) * grid  # zeros after the end, as the whole pass needs
+    tile_input = model.valid_input_size(tile_size, larger=False) if tile_size else padded
+    if tile_input >= padded or tile_input == 0:
+        return AxisPlan(padded, (0,), (length,), (0,), 0, "zeros")
+    tile_input = max(tile_input, 2 * halo + grid)  # the smallest useful tile
+    if tile_input >= padded:
+        return AxisPlan(padded, (0,), (length,), (0,), 0, "zeros")
+    starts, inputs, kept = [0], [0], 0
+    while True:
+        kept = inputs[-1] + tile_input - halo  # first pixel the current tile cannot vouch for
+        if kept >= length:
+            break
+        following = (kept - halo) // grid * grid
+        if following + tile_input >= padded:
+            inputs.append(padded - tile_input)  # the last tile ends at the padded end
+            starts.append(kept)
+            break
+        inputs.append(following)
+        starts.append(kept)
+    stops = [*starts[1:], length]
+    return AxisPlan(tile_input, tuple(starts), tuple(stops), tuple(inputs), 0, "zeros")
 
 
 def mirror_indices(start: int, size: int, length: int) -> np.ndarray:
@@ -132,11 +176,30 @@ def read_mirrored(image: Any, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     return block[..., (ys - y0)[:, None], (xs - x0)[None, :]]
 
 
+def read_tile(image: Any, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Read ``image[..., ys, xs]``, with zeros where an index is -1 (past the border)."""
+    inside_y, inside_x = ys >= 0, xs >= 0
+    if inside_y.all() and inside_x.all():
+        return read_mirrored(image, ys, xs)
+    tile = np.zeros((*image.shape[:-2], len(ys), len(xs)), dtype=image.dtype)
+    if inside_y.any() and inside_x.any():
+        rows, cols = np.flatnonzero(inside_y), np.flatnonzero(inside_x)
+        tile[..., rows[:, None], cols[None, :]] = read_mirrored(image, ys[rows], xs[cols])
+    return tile
+
+
+def _axis_indices(plan: AxisPlan, input_start: int, length: int) -> np.ndarray:
+    if plan.border == "mirror":
+        return mirror_indices(input_start, plan.tile_input, length)
+    indices = np.arange(input_start, input_start + plan.tile_input)
+    return np.where(indices < length, indices, -1)  # zeros start are never negative
+
+
 @dataclass(frozen=True)
 class _Tile:
     stack_index: tuple[int, ...]
-    ys: np.ndarray  # mirrored input rows
-    xs: np.ndarray  # mirrored input columns
+    ys: np.ndarray  # input rows (mirrored, or -1 for zeros)
+    xs: np.ndarray  # input columns
     out_y: slice  # rows of the image this tile predicts
     out_x: slice
     keep_y: slice  # the same rows in the tile's output
@@ -144,27 +207,30 @@ class _Tile:
 
 
 def _tiles(
-    model: UNet, shape: tuple[int, ...], tile_size: int | None
-) -> tuple[list[_Tile], tuple[int, int]]:
+    model: UNet, shape: tuple[int, ...], tile_size: int | None, border: Border = "mirror"
+) -> list[_Tile]:
     height, width = shape[-2:]
-    plans = plan_axis(model, height, tile_size), plan_axis(model, width, tile_size)
-    tiles = []
-    for stack_index in np.ndindex(*shape[:-2]):
-        for y0, y1 in zip(plans[0].starts, plans[0].stops, strict=True):
-            for x0, x1 in zip(plans[1].starts, plans[1].stops, strict=True):
-                ky, kx = plans[0].keep_offset, plans[1].keep_offset
-                tiles.append(
-                    _Tile(
-                        stack_index=stack_index,
-                        ys=mirror_indices(y0 - plans[0].context, plans[0].tile_input, height),
-                        xs=mirror_indices(x0 - plans[1].context, plans[1].tile_input, width),
-                        out_y=slice(y0, y1),
-                        out_x=slice(x0, x1),
-                        keep_y=slice(ky, ky + y1 - y0),
-                        keep_x=slice(kx, kx + x1 - x0),
-                    )
-                )
-    return tiles, (plans[0].tile_input, plans[1].tile_input)
+    plans = plan_axis(model, height, tile_size, border), plan_axis(model, width, tile_size, border)
+    offset = model.output_offset  # tile output index 0 lies under this input index
+
+    def axis_tiles(plan: AxisPlan, length: int):
+        for start, stop, input_start in zip(
+            plan.starts, plan.stops, plan.input_starts, strict=True
+        ):
+            keep = start - input_start - offset
+            yield (
+                _axis_indices(plan, input_start, length),
+                slice(start, stop),
+                slice(keep, keep + stop - start),
+            )
+
+    rows, columns = list(axis_tiles(plans[0], height)), list(axis_tiles(plans[1], width))
+    return [
+        _Tile(stack_index, ys, xs, out_y, out_x, keep_y, keep_x)
+        for stack_index in np.ndindex(*shape[:-2])
+        for ys, out_y, keep_y in rows
+        for xs, out_x, keep_x in columns
+    ]
 
 
 def _as_channels_first(image: Any, in_channels: int, channel_axis: int | None) -> Any:
@@ -202,6 +268,7 @@ def iter_predict_tiled(
     intensity_range: tuple[float, float] | None = None,
     output: Output = "probabilities",
     out: Any = None,
+    border: Border = "mirror",
 ) -> Generator[Progress, None, Any]:
     """Predict an image tile by tile, yielding progress between batches of tiles.
 
@@ -233,6 +300,9 @@ def iter_predict_tiled(
     out : array-like, optional
         Where to write the result, shaped ``(..., n_classes, Y, X)`` (for
         example a zarr array); a new float32 NumPy array by default.
+    border : {"mirror", "zeros"}
+        Context beyond the image: mirrored (the paper, any network), or the
+        zero padding of a same-padding network, which needs fewer tiles.
 
     Yields
     ------
@@ -258,7 +328,7 @@ def iter_predict_tiled(
         raise ValueError(
             f"out has shape {out.shape}, expected {(*stack_shape, config.n_classes, height, width)}"
         )
-    tiles, _ = _tiles(model, (*stack_shape, height, width), tile_size)
+    tiles = _tiles(model, (*stack_shape, height, width), tile_size, border)
     device = select_device(device)
     model = model.for_inference().to(device)
     low, high = intensity_range if intensity_range is not None else (0.0, 1.0)
@@ -271,7 +341,7 @@ def iter_predict_tiled(
         pending = [batch]
         while pending:
             part = pending.pop(0)
-            inputs = np.stack([read_mirrored(image[t.stack_index], t.ys, t.xs) for t in part])
+            inputs = np.stack([read_tile(image[t.stack_index], t.ys, t.xs) for t in part])
             inputs = (inputs.astype(np.float32, copy=False) - low) * scale
             if not np.isfinite(inputs).all():
                 raise ValueError(
