@@ -96,7 +96,7 @@ def test_pixel_equidistant_between_two_objects() -> None:
     weights = border_weight_map(labels, w0=10, sigma=5, class_weights=(1, 1))
     assert weights[4, 4] == pytest.approx(1 + 10 * math.exp(-(6**2) / 50), abs=1e-6)
     # off the axis: (1, 4) is sqrt(9 + 9) from each
-    assert weights[1, 4] == pytest.approx(1 + 10 * math.exp(-(2 * math.sqrt(18)) ** 2 / 50))
+    assert weights[1, 4] == pytest.approx(1 + 10 * math.exp(-((2 * math.sqrt(18)) ** 2) / 50))
 
 
 def test_fewer_than_two_objects_gives_class_weights_only() -> None:

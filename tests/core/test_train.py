@@ -37,7 +37,7 @@ def tiny_model(seed: int = 0) -> UNet:
 
 
 def bright_disks(shape=(96, 96), seed=0) -> tuple[np.ndarray, np.ndarray]:
-    """A noisy image of bright disks on a dark background, and its instance labels."""
+    """Return a noisy image of bright disks on a dark background, and its instance labels."""
     rng = np.random.default_rng(seed)
     yy, xx = np.indices(shape)
     labels = np.zeros(shape, dtype=np.int32)

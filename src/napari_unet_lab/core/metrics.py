@@ -30,4 +30,4 @@ def pixel_iou(prediction: np.ndarray, truth: np.ndarray) -> float:
     union = np.count_nonzero(prediction | truth)
     if union == 0:
         return 1.0
-    return np.count_nonzero(prediction & truth) / union
+    return float(np.count_nonzero(prediction & truth) / union)

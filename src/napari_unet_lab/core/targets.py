@@ -86,9 +86,7 @@ def class_balance_weights(targets: Sequence[np.ndarray], n_classes: int = 2) -> 
     return weights
 
 
-def _class_weight_map(
-    labels: np.ndarray, class_weights: Sequence[float] | None
-) -> np.ndarray:
+def _class_weight_map(labels: np.ndarray, class_weights: Sequence[float] | None) -> np.ndarray:
     target = semantic_target_from_instances(labels)
     if class_weights is None:
         class_weights = class_balance_weights([target])
@@ -121,9 +119,9 @@ def border_weight_map(
     sigma: float = 5.0,
     class_weights: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """Return the pixel weights of Ronneberger et al. (2015), eq. 2.
+    r"""Return the pixel weights of Ronneberger et al. (2015), eq. 2.
 
-    .. math:: w(x) = w_c(x) + w_0 \\exp\\left(-\\frac{(d_1(x) + d_2(x))^2}{2\\sigma^2}\\right)
+    .. math:: w(x) = w_c(x) + w_0 \exp\left(-\frac{(d_1(x) + d_2(x))^2}{2\sigma^2}\right)
 
     Pixels in the narrow background between two objects get a large weight, so
     the network learns to separate touching objects.
@@ -157,10 +155,10 @@ def border_weight_map(
     Rather than one distance transform per object over the whole image (see
     `border_weight_map_naive`), each object's distance transform is computed in
     its bounding box grown by
-    :math:`R = \\sigma\\sqrt{2 \\ln(1/\\epsilon)}` with
-    :math:`\\epsilon = 10^{-4}`, keeping the two smallest distances per pixel.
+    :math:`R = \sigma\sqrt{2 \ln(1/\epsilon)}` with
+    :math:`\epsilon = 10^{-4}`, keeping the two smallest distances per pixel.
     Where the second nearest object lies farther than R, the separation term is
-    below :math:`\\epsilon w_0` and is set to 0; elsewhere the result equals the
+    below :math:`\epsilon w_0` and is set to 0; elsewhere the result equals the
     naive one. The cost is proportional to the objects' area plus R, not to the
     number of objects times the image area.
 
@@ -173,7 +171,7 @@ def border_weight_map(
     Examples
     --------
     Two single-pixel objects 4 pixels apart; the pixel midway is 2 pixels from
-    each, so its weight is :math:`w_c + w_0 e^{-16/(2\\sigma^2)}`:
+    each, so its weight is :math:`w_c + w_0 e^{-16/(2\sigma^2)}`:
 
     >>> labels = np.zeros((1, 5), dtype=int)
     >>> labels[0, 0], labels[0, 4] = 1, 2
