@@ -106,3 +106,11 @@ def test_segment_takes_common_dtypes(dtype):
     assert result.objects.shape == result.classes.shape == result.foreground.shape == (40, 50)
     assert result.probabilities.shape == (2, 40, 50)
     np.testing.assert_allclose(result.probabilities.sum(0), 1, atol=1e-5)
+
+
+def test_a_long_convex_object_is_never_cut():
+    from skimage.draw import ellipse
+
+    foreground = np.zeros((60, 120), np.float32)
+    foreground[ellipse(30, 60, 12, 50, shape=foreground.shape)] = 1.0
+    assert object_labels(foreground).max() == 1

@@ -169,9 +169,7 @@ def test_same_padding_zero_border_tiles_match_the_whole_image(same_model, shape,
     """With the network's own zero padding at the border, tiles still agree with one pass."""
     image = np.random.default_rng(7).random(shape, dtype=np.float32)
     whole = predict_tiled(same_model, image, tile_size=None, output="logits", border="zeros")
-    tiled = predict_tiled(
-        same_model, image, tile_size=tile_size, output="logits", border="zeros"
-    )
+    tiled = predict_tiled(same_model, image, tile_size=tile_size, output="logits", border="zeros")
     assert np.abs(tiled - whole).max() < 1e-5
     # the reference is the network on the image, zero-padded at the end to its pooling grid
     grid = same_model.size_multiple

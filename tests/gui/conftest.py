@@ -32,3 +32,13 @@ def tiny_model_file(tmp_path):
         return save_model(tmp_path / name, UNet(config), info)
 
     return make
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Error notifications the widgets show the user."""
+    from napari_unet_lab.gui import background
+
+    shown = []
+    monkeypatch.setattr(background, "show_error", shown.append)
+    return shown

@@ -4,19 +4,10 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_unet_lab.gui import predict_widget as widget_module
 from napari_unet_lab.gui.predict_widget import MODEL_FROM_FILE, PredictWidget
 from napari_unet_lab.samples import load_sample
 
 TIMEOUT_MS = 120_000
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Error notifications the widget shows the user."""
-    shown = []
-    monkeypatch.setattr(widget_module, "show_error", shown.append)
-    return shown
 
 
 @pytest.fixture
@@ -41,7 +32,7 @@ def test_segments_into_three_layers_placed_over_the_image(qtbot, viewer_and_widg
     widget.image.value = layer
     progress = []
     widget.start()
-    widget._worker.yielded.connect(progress.append)
+    widget.task.worker.yielded.connect(progress.append)
     assert widget.running and not widget.run_button.enabled and widget.cancel_button.enabled
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
 
@@ -99,7 +90,7 @@ def test_cancel_stops_between_tiles_and_changes_nothing(qtbot, viewer_and_widget
     widget.batch_size.value = 1
     records = []
     widget.start()
-    widget._worker.yielded.connect(records.append)
+    widget.task.worker.yielded.connect(records.append)
     qtbot.waitUntil(lambda: len(records) >= 2, timeout=TIMEOUT_MS)
     widget.cancel()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label as connected_components
+from skimage.measure import regionprops
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
@@ -33,15 +34,17 @@ def object_labels(
     min_size: int = 15,
     split_touching: bool = True,
     split_depth: float = 2.0,
+    split_below_solidity: float = 0.9,
 ) -> np.ndarray:
     """Turn a foreground probability map into separated objects, one label each.
 
     The network is trained to leave a thin background gap between touching
     objects (the border weights of Ronneberger et al. 2015), so connected
-    regions above `threshold` are mostly single objects. Objects still joined
-    by a neck are split where the distance to the background has two peaks
-    deeper than `split_depth` pixels, and every object is then grown back
-    over the gap it was separated by.
+    regions above `threshold` are mostly single objects. Non-convex objects
+    (solidity below `split_below_solidity`) still joined by a neck are split
+    where the distance to the background has two peaks deeper than
+    `split_depth` pixels, and every object is then grown back over the gap it
+    was separated by.
 
     Parameters
     ----------
@@ -56,6 +59,12 @@ def object_labels(
     split_depth : float
         How much (in pixels of distance to the background) the neck must be
         narrower than both objects to split them; larger splits less.
+    split_below_solidity : float
+        Only objects filling less than this share of their convex hull are
+        split, so a single convex object is never cut.
+    split_below_solidity : float
+        Only objects filling less than this share of their convex hull are
+        split, so single convex objects are never cut.
 
     Returns
     -------
@@ -70,27 +79,45 @@ def object_labels(
         result = np.zeros(planes.shape, np.uint32)
         offset = 0
         for index, plane in enumerate(planes):
-            labels = object_labels(plane, threshold, min_size, split_touching, split_depth)
+            labels = object_labels(
+                plane, threshold, min_size, split_touching, split_depth, split_below_solidity
+            )
             result[index] = np.where(labels > 0, labels + offset, 0)
             offset = max(offset, int(result[index].max()))
         return result.reshape(foreground.shape)
     mask = foreground > threshold
     if not mask.any():
         return np.zeros(foreground.shape, np.uint32)
-    distance = ndi.distance_transform_edt(mask)
+    labels = connected_components(mask)
     if split_touching:
-        seeds = connected_components(h_maxima(distance, split_depth) & mask)
-    else:
-        seeds = connected_components(mask)
-    labels = watershed(-distance, seeds, mask=mask)
-    # seeds lost in plateaus leave regions unlabelled: give them their own label
-    missed = connected_components(mask & (labels == 0))
-    labels = np.where(missed > 0, missed + labels.max(), labels)
+        labels = _split_necks(labels, mask, split_depth, split_below_solidity)
     sizes = np.bincount(labels.ravel())
     labels = np.where(sizes[labels] < min_size, 0, labels)  # noise
     # grow back over the thin gap the network leaves between touching objects
     grown = watershed(-foreground, labels, mask=foreground > threshold / 2)
     return _renumber(grown)
+
+
+def _split_necks(
+    labels: np.ndarray, mask: np.ndarray, depth: float, below_solidity: float
+) -> np.ndarray:
+    """Split non-convex objects at necks of the distance map; convex ones stay whole."""
+    distance = ndi.distance_transform_edt(mask)
+    peaks = connected_components(h_maxima(distance, depth) & mask)
+    labels = labels.copy()
+    next_label = int(labels.max()) + 1
+    for region in regionprops(labels):
+        if region.solidity >= below_solidity:
+            continue  # convex: one object, however elongated
+        inside = labels[region.slice] == region.label
+        seeds = peaks[region.slice] * inside
+        if len(np.unique(seeds[seeds > 0])) < 2:
+            continue
+        parts = watershed(-distance[region.slice], seeds, mask=inside)
+        for part in np.unique(parts[parts > 0])[1:]:
+            labels[region.slice][parts == part] = next_label
+            next_label += 1
+    return labels
 
 
 def _renumber(labels: np.ndarray) -> np.ndarray:

@@ -288,6 +288,23 @@ class UNet(nn.Module):
         they hold for every position, including where the pooling grid makes
         neighbouring pixels see slightly different windows.
         """
+        return self.stage_windows(input_size)["logits"]
+
+    def stage_windows(self, input_size: int) -> dict[str, InputWindows]:
+        """Return, along one axis, the input pixels each pixel of every stage depends on.
+
+        Parameters
+        ----------
+        input_size : int
+            Input size along the axis; one the network accepts.
+
+        Returns
+        -------
+        dict of str to InputWindows
+            Keyed by the names of `stages`, in the same order; each holds one
+            window per pixel of that stage's output (after its last ReLU), found
+            by following the layers on index ranges as in `input_windows`.
+        """
         self.output_size(input_size)  # raises for sizes the network cannot take
         same = self.config.padding == "same"
         first = np.arange(input_size)
@@ -302,12 +319,15 @@ class UNet(nn.Module):
                     first, last = first[:-2], last[2:]
             return first, last
 
+        windows = {}
         skips = []
-        for _ in range(self.config.depth):
+        for level in range(self.config.depth):
             first, last = conv3(first, last)
+            windows[f"encoder {level}"] = InputWindows(first, last)
             skips.append((first, last))
             first, last = first[0::2], last[1::2]
         first, last = conv3(first, last)
+        windows["bottleneck"] = InputWindows(first, last)
         for level in reversed(range(self.config.depth)):
             first, last = np.repeat(first, 2), np.repeat(last, 2)
             skip_first, skip_last = skips[level]
@@ -315,7 +335,9 @@ class UNet(nn.Module):
             first = np.minimum(first, skip_first[start : start + len(first)])
             last = np.maximum(last, skip_last[start : start + len(last)])
             first, last = conv3(first, last)
-        return InputWindows(first=first, last=last)
+            windows[f"decoder {level}"] = InputWindows(first, last)
+        windows["logits"] = InputWindows(first, last)  # a 1x1 convolution adds no pixels
+        return windows
 
     @cached_property
     def _interior_windows(self) -> tuple[int, int, int]:

@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 import numpy as np
-from napari.layers import Image, Labels, Layer
+from napari.layers import Image, Layer
 
 # Key in a layer's metadata marking the layers this plugin made.
 PLUGIN_KEY = "napari_unet_lab"
@@ -53,13 +53,17 @@ def show_result(
     viewer: Any,
     data: np.ndarray,
     *,
-    kind: type[Image] | type[Labels],
+    kind: type[Layer],
     name: str,
     role: str,
     source: str,
     **properties: Any,
 ) -> tuple[Layer, str]:
     """Add a result layer, or update the plugin's own layer from an earlier run.
+
+    `kind` is the layer class: Image, Labels, or Shapes given float32 shapes of 4
+    vertices each (rectangles, ellipses): napari stores vertices as float32, and
+    the shape types survive an update.
 
     A layer is only reused if this plugin made it for the same image and nobody
     edited it since; a user's layer, or a result the user corrected, is kept and
@@ -88,3 +92,56 @@ def show_result(
         return layer, "updated"
     layer = viewer.add_layer(kind(data, name=name, metadata={PLUGIN_KEY: mark}, **properties))
     return layer, "kept edited" if previous else "added"
+
+
+def image_axes(layer: Image, channel_axis: int | None) -> tuple[list[int], tuple[int, int]]:
+    """Return the stack axes (slices, time points) and the (Y, X) axes of an image's data.
+
+    For RGB layers the colour axis is last and neither; a channel axis is neither.
+    """
+    ndim = image_data(layer).ndim
+    spatial = (ndim - 3, ndim - 2) if layer.rgb else (ndim - 2, ndim - 1)
+    stack = [axis for axis in range(spatial[0]) if axis != channel_axis]
+    return stack, spatial
+
+
+def current_stack_index(viewer: Any, layer: Image, channel_axis: int | None) -> list[int]:
+    """Return the index along each stack axis of the plane the viewer shows now."""
+    data = image_data(layer)
+    stack, _ = image_axes(layer, channel_axis)
+    position = layer.world_to_data(viewer.dims.point)  # over the layer's dims (RGB: no colour)
+    return [int(np.clip(np.round(position[axis]), 0, data.shape[axis] - 1)) for axis in stack]
+
+
+def image_plane(layer: Image, channel_axis: int | None, stack_index: list[int]) -> Any:
+    """Return one 2D plane of an image, ``(Y, X)`` or channels first ``(C, Y, X)``, lazily.
+
+    `stack_index` gives the index along each stack axis (see `image_axes`).
+    """
+    data = image_data(layer)
+    stack, _ = image_axes(layer, channel_axis)
+    index: list[Any] = [slice(None)] * data.ndim
+    for axis, step in zip(stack, stack_index, strict=True):
+        index[axis] = step
+    plane = data[tuple(index)]
+    return np.moveaxis(plane, -1, 0) if layer.rgb else plane
+
+
+def visible_region(layer: Image) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """Return the rows and columns of an image in view, half-open; None if unknown.
+
+    Read from the layer's `corner_pixels`, which napari keeps up to date with the
+    canvas (in the coordinates of the level shown, for pyramids).
+    """
+    corners = np.asarray(layer.corner_pixels, dtype=float)
+    if corners.size == 0 or not corners.any():
+        return None
+    if layer.multiscale:
+        corners = corners * np.asarray(layer.downsample_factors[layer.data_level])
+    ndim = corners.shape[1]
+    rows, columns = (ndim - 2, ndim - 1)
+    top, left = corners[0, rows], corners[0, columns]
+    bottom, right = corners[1, rows], corners[1, columns]
+    if bottom < top or right < left:
+        return None
+    return (int(top), int(bottom) + 1), (int(left), int(right) + 1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,13 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.layers import Image, Labels
-from napari.qt.threading import create_worker
-from napari.utils import progress
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 
 from ..core.device import available_devices
 from ..core.io import ModelFileError, builtin_models, load_model
 from ..core.predict import Segmentation, image_channel_axis, iter_segment
-from ..core.progress import Progress
+from .background import BackgroundTask
 from .layers import image_data, show_result, spatial_placement
-
-logger = logging.getLogger(__name__)
 
 MODEL_FROM_FILE = "model file…"
 
@@ -45,8 +40,6 @@ class PredictWidget(Container):
     def __init__(self, napari_viewer: Any):
         super().__init__(labels=True)
         self._viewer = napari_viewer
-        self._worker = None
-        self._napari_progress = None
         self.image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
         self.model = ComboBox(label="Model", choices=self._model_choices)
         self.model_file = FileEdit(label="Model file", filter="*.json *.safetensors", visible=False)
@@ -82,6 +75,13 @@ class PredictWidget(Container):
         )
         for widget in self._advanced:
             widget.visible = False
+        self.task = BackgroundTask(
+            progress_bar=self.progress_bar,
+            status=self.status,
+            cancel_button=self.cancel_button,
+            buttons=[self.run_button],
+            activity="segmentation",
+        )
         self.show_advanced.changed.connect(self._toggle_advanced)
         self.model.changed.connect(self._model_changed)
         self.run_button.changed.connect(self.start)
@@ -116,7 +116,7 @@ class PredictWidget(Container):
     @property
     def running(self) -> bool:
         """True while a segmentation runs in the background."""
-        return self._worker is not None
+        return self.task.running
 
     def start(self) -> None:
         """Check the inputs, then segment in a background thread."""
@@ -124,11 +124,16 @@ class PredictWidget(Container):
             return
         try:
             layer, model, info = self._checked_inputs()
-        except (ValueError, ModelFileError) as error:
-            self._fail(str(error))
+        except (ValueError, ModelFileError, OSError) as error:
+            self.task.fail(str(error))
             return
         data = image_data(layer)
-        settings = dict(
+        channel_axis = image_channel_axis(tuple(data.shape), info.config.in_channels, layer.rgb)
+        self.task.start(
+            iter_segment,
+            model,
+            info,
+            data,
             rgb=layer.rgb,
             tile_size=self.tile_size.value,
             batch_size=self.batch_size.value,
@@ -136,31 +141,13 @@ class PredictWidget(Container):
             threshold=self.threshold.value,
             min_size=self.min_size.value,
             split_touching=self.split_touching.value,
+            on_result=lambda result: self._show_segmentation(result, layer, channel_axis),
+            message=f"Segmenting {layer.name}…",
         )
-        channel_axis = image_channel_axis(tuple(data.shape), info.config.in_channels, layer.rgb)
-        self._worker = create_worker(
-            iter_segment, model, info, data, **settings, _start_thread=False, _ignore_errors=True
-        )
-        self._worker.yielded.connect(self._show_progress)
-        self._worker.returned.connect(
-            lambda result: self._show_segmentation(result, layer, channel_axis)
-        )
-        self._worker.errored.connect(self._show_error)
-        self._worker.aborted.connect(self._show_cancelled)
-        self._worker.finished.connect(self._finish)
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.progress_bar.value = 0
-        self.progress_bar.visible = True
-        self.status.value = f"Segmenting {layer.name}…"
-        self._napari_progress = progress(total=0, desc=f"Segmenting {layer.name}")
-        self._worker.start()
 
     def cancel(self) -> None:
         """Stop the running segmentation after the current batch of tiles."""
-        if self._worker is not None:
-            self.status.value = "Cancelling…"
-            self._worker.quit()
+        self.task.cancel()
 
     def _checked_inputs(self):
         layer = self.image.value
@@ -180,16 +167,6 @@ class PredictWidget(Container):
         return layer, model, info
 
     # -------------------------------------------------------------- results
-    def _show_progress(self, record: Progress) -> None:
-        self.progress_bar.value = int(1000 * record.fraction)
-        self.status.value = record.message.capitalize()
-        if self._napari_progress is not None:
-            bar = self._napari_progress
-            bar.total = record.total
-            bar.n = record.done
-            bar.set_description(record.message.capitalize())
-            bar.refresh()
-
     def _show_segmentation(self, result: Segmentation, layer: Image, channel_axis) -> None:
         if layer not in self._viewer.layers:
             show_warning(f"{layer.name!r} was closed while it was segmented; result not shown")
@@ -222,36 +199,9 @@ class PredictWidget(Container):
             )
             if outcome == "kept edited":
                 outcomes.append(f"kept your edited layer; new result in {new_layer.name!r}")
-        count = (
-            len(set(result.objects.ravel().tolist()) - {0}) if result.objects.size < 5e7 else None
-        )
-        summary = f"Found {count} objects in {layer.name}." if count is not None else "Done."
-        self.status.value = " ".join([summary, *outcomes])
+        count = int(result.objects.max())  # objects are numbered 1..N
+        self.status.value = " ".join([f"Found {count} objects in {layer.name}.", *outcomes])
         show_info(self.status.value)
-
-    def _show_error(self, error: Exception) -> None:
-        if isinstance(error, (ValueError, ModelFileError, MemoryError)):
-            self._fail(str(error))
-        else:
-            logger.exception("segmentation failed", exc_info=error)
-            self._fail(f"segmentation failed unexpectedly: {error}")
-
-    def _show_cancelled(self) -> None:
-        self.status.value = "Cancelled; no layers were changed."
-
-    def _fail(self, message: str) -> None:
-        message = message[:1].upper() + message[1:]
-        self.status.value = message
-        show_error(message)
-
-    def _finish(self) -> None:
-        self._worker = None
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False
-        self.progress_bar.visible = False
-        if self._napari_progress is not None:
-            self._napari_progress.close()
-            self._napari_progress = None
 
     def close(self) -> None:  # noqa: D102
         self.cancel()
