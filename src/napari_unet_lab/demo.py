@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -31,6 +33,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="folder for the screenshot and labels in headless mode (default: demo-output)",
     )
     parser.add_argument("--sample", default="nuclei", help="sample to open (default: nuclei)")
+    parser.add_argument(
+        "--look-inside",
+        action="store_true",
+        help="headless: also average the effective receptive field and save a screenshot of it",
+    )
     return parser.parse_args(argv)
 
 
@@ -43,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         print("napari-unet-lab: no screen found; run `bash scripts/demo.sh`, which uses xvfb-run.")
         return 2
     import napari
-    from qtpy.QtWidgets import QApplication
 
     from .core.export import save_labels_tiff
     from .core.io import builtin_models
@@ -52,8 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         print("napari-unet-lab: no built-in model is installed; reinstall the plugin.")
         return 1
     viewer = napari.Viewer(title="napari-unet-lab demo")
+    viewer.window.resize(1500, 950)
     viewer.open_sample("napari-unet-lab", args.sample)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-lab", "U-Net: Predict")
+    inspect = viewer.window.add_plugin_dock_widget("napari-unet-lab", "U-Net: Look inside")
+    _, widget = viewer.window.add_plugin_dock_widget(
+        "napari-unet-lab", "U-Net: Predict", tabify=True
+    )
     image = next(layer for layer in viewer.layers if isinstance(layer, napari.layers.Image))
     widget.image.value = image
     widget.start()
@@ -61,20 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         napari.run()
         return 0
 
-    while widget.running:  # the worker runs in a thread; keep Qt's events flowing
-        QApplication.processEvents()
-        time.sleep(0.02)
+    _wait_for(widget)
     objects_name = f"{image.name} objects"
     if objects_name not in viewer.layers:
         print(f"napari-unet-lab: segmentation did not finish: {widget.status.value}")
         return 1
     args.output.mkdir(parents=True, exist_ok=True)
     objects = viewer.layers[objects_name]
-    viewer.layers[f"{image.name} classes"].visible = False
-    for _ in range(10):
-        QApplication.processEvents()
-    screenshot = args.output / "screenshot.png"
-    viewer.screenshot(str(screenshot), canvas_only=False)
+    for layer in viewer.layers:
+        layer.visible = layer is image or layer is objects
+    screenshot = _screenshot(viewer, args.output / "screenshot.png")
     saved = save_labels_tiff(
         args.output / f"{image.name}_objects.tif", objects.data, scale=objects.scale, overwrite=True
     )
@@ -82,8 +88,58 @@ def main(argv: list[str] | None = None) -> int:
     _print_agreement(viewer, image.name, objects.data)
     print(f"screenshot: {screenshot.resolve()}")
     print(f"labels:     {saved.resolve()}")
+    if args.look_inside:
+        _look_inside(viewer, inspect, image, args.output)
     viewer.close()
     return 0
+
+
+def _wait_for(widget) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    while widget.running:  # the worker runs in a thread; keep Qt's events flowing
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def _screenshot(viewer, path: Path) -> Path:
+    from qtpy.QtWidgets import QApplication
+
+    try:  # close pop-up notifications so they do not cover the image
+        from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+        for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+            toast.close()
+    except (ImportError, AttributeError):
+        pass
+    for _ in range(20):
+        QApplication.processEvents()
+        time.sleep(0.01)
+    viewer.screenshot(str(path), canvas_only=False)
+    return path
+
+
+def _look_inside(viewer, docked, image, output: Path) -> None:
+    """Average the effective receptive field, trained beside untrained, and show it."""
+    dock, inspect = docked
+    inspect.image.value = image
+    inspect.n_positions.value = 50
+    dock.raise_()
+    inspect.average_receptive_field()
+    _wait_for(inspect)
+    shown = [layer for layer in viewer.layers if "receptive field" in layer.name]
+    for layer in viewer.layers:
+        layer.visible = layer is image or layer in shown
+    if shown:  # zoom onto the averaged fields, beside the image
+        lows = np.min([layer.extent.world[0][-2:] for layer in shown], axis=0)
+        highs = np.max([layer.extent.world[1][-2:] for layer in shown], axis=0)
+        viewer.scene.camera.center = tuple((lows + highs) / 2)
+        viewer.scene.camera.zoom = 0.55 * min(
+            np.array(viewer.window._qt_viewer.canvas.size) / (highs - lows)[::-1]
+        )
+    path = _screenshot(viewer, output / "look-inside.png")
+    print(inspect.status.value)
+    print(f"screenshot: {path.resolve()}")
 
 
 def _print_agreement(viewer, image_name: str, objects) -> None:
