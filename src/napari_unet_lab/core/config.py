@@ -64,3 +64,52 @@ class TilingConfig:
     batch_size: int = 4  # tiles sent to the device at once; bounds the memory used
     device: str = "auto"  # "auto", "cuda", "mps" or "cpu"
     mixed_precision: bool | None = None  # None: on for CUDA, off elsewhere
+
+
+Interpolation = Literal["bilinear", "bicubic"]
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """Random changes applied to each training patch (see `core.augment.augment_batch`).
+
+    The elastic deformation follows Ronneberger et al. (2015): random displacements
+    on a coarse grid, drawn from N(0, sigma^2) pixels, interpolated bicubically.
+    """
+
+    flips_and_rotations: bool = True  # random mirror flip and 0/90/180/270 degree turn
+    elastic: bool = True  # smooth elastic deformation of image, targets and weights
+    grid_points: int = 3  # coarse grid points per axis, corners included (3: a 3x3 grid)
+    sigma: float = 10.0  # standard deviation of the coarse-grid displacements, in pixels
+    image_interpolation: Interpolation = "bicubic"  # resampling of the image; labels: nearest
+    gain: float = 0.1  # image multiplied by a factor drawn uniformly from [1 - gain, 1 + gain]
+    offset: float = 0.1  # then shifted by a value drawn uniformly from [-offset, offset]
+    gamma: float = 0.2  # gamma exp(u), u uniform in [-gamma, gamma], on each patch's range
+
+    def __post_init__(self) -> None:
+        if self.grid_points < 2:
+            raise ValueError(f"grid_points must be at least 2, got {self.grid_points}")
+        if self.sigma < 0:
+            raise ValueError(f"sigma must not be negative, got {self.sigma}")
+        if self.image_interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(
+                f"image_interpolation must be 'bilinear' or 'bicubic', "
+                f"got {self.image_interpolation!r}"
+            )
+        if not 0 <= self.gain < 1:
+            raise ValueError(f"gain must be in [0, 1), got {self.gain}")
+        if self.offset < 0 or self.gamma < 0:
+            raise ValueError("offset and gamma must not be negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-ready dictionary."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any]) -> AugmentationConfig:
+        """Build from a dictionary, refusing unknown keys with a clear message."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(settings) - known
+        if unknown:
+            raise ValueError(f"unknown augmentation settings: {sorted(unknown)}")
+        return cls(**settings)

@@ -103,43 +103,66 @@ def plan_axis(
             size = model.valid_input_size(size + 1)
         return size
 
+    def plan(tile_input: int) -> AxisPlan:
+        step = covered(tile_input) // grid * grid  # keeps every tile on the pooling grid
+        last = max(0, math.ceil((length - covered(tile_input)) / grid) * grid)
+        starts = [*range(0, last, step), last]
+        stops = [*starts[1:], length]
+        inputs = tuple(start - context for start in starts)
+        return AxisPlan(tile_input, tuple(starts), tuple(stops), inputs, context)
+
     whole = smallest_covering(length)
     if tile_size is None or tile_size >= whole:
         return AxisPlan(whole, (0,), (length,), (-context,), context)
-    tile_input = model.valid_input_size(tile_size, larger=False)
-    if tile_input == 0 or covered(tile_input) < grid:
-        tile_input = smallest_covering(grid)  # the smallest useful tile
-    step = covered(tile_input) // grid * grid  # keeps every tile on the pooling grid
-    last = max(0, math.ceil((length - covered(tile_input)) / grid) * grid)
-    starts = [*range(0, last, step), last]
-    stops = [*starts[1:], length]
-    inputs = tuple(start - context for start in starts)
-    return AxisPlan(tile_input, tuple(starts), tuple(stops), inputs, context)
+    largest = model.valid_input_size(tile_size, larger=False)
+    smallest = smallest_covering(grid)  # the smallest useful tile
+    return _fewest_pixels(plan, model, smallest, max(largest, smallest))
 
 
 def _plan_axis_zero_border(model: UNet, length: int, tile_size: int | None) -> AxisPlan:
     grid, halo = model.size_multiple, model.halo
     padded = math.ceil(length / grid) * grid  # zeros after the end, as the whole pass needs
-    tile_input = model.valid_input_size(tile_size, larger=False) if tile_size else padded
-    if tile_input >= padded or tile_input == 0:
-        return AxisPlan(padded, (0,), (length,), (0,), 0, "zeros")
-    tile_input = max(tile_input, 2 * halo + grid)  # the smallest useful tile
-    if tile_input >= padded:
-        return AxisPlan(padded, (0,), (length,), (0,), 0, "zeros")
-    starts, inputs, kept = [0], [0], 0
-    while True:
-        kept = inputs[-1] + tile_input - halo  # first pixel the current tile cannot vouch for
-        if kept >= length:
-            break
-        following = (kept - halo) // grid * grid
-        if following + tile_input >= padded:
-            inputs.append(padded - tile_input)  # the last tile ends at the padded end
+
+    def plan(tile_input: int) -> AxisPlan:
+        starts, inputs = [0], [0]
+        while True:
+            kept = inputs[-1] + tile_input - halo  # first pixel this tile cannot vouch for
+            if kept >= length:
+                break
+            following = (kept - halo) // grid * grid
+            if following + tile_input >= padded:
+                inputs.append(padded - tile_input)  # the last tile ends at the padded end
+                starts.append(kept)
+                break
+            inputs.append(following)
             starts.append(kept)
-            break
-        inputs.append(following)
-        starts.append(kept)
-    stops = [*starts[1:], length]
-    return AxisPlan(tile_input, tuple(starts), tuple(stops), tuple(inputs), 0, "zeros")
+        stops = [*starts[1:], length]
+        return AxisPlan(tile_input, tuple(starts), tuple(stops), tuple(inputs), 0, "zeros")
+
+    smallest = 2 * halo + grid  # the smallest useful tile
+    largest = model.valid_input_size(tile_size, larger=False) if tile_size else padded
+    if largest >= padded or largest == 0 or smallest >= padded:
+        return AxisPlan(padded, (0,), (length,), (0,), 0, "zeros")
+    return _fewest_pixels(plan, model, smallest, max(largest, smallest))
+
+
+def _fewest_pixels(plan, model: UNet, smallest: int, largest: int) -> AxisPlan:
+    """Return the plan with the fewest tiles, then the smallest tiles that still cover.
+
+    Tiles of the largest size may overshoot the image by almost a whole step;
+    shrinking them while keeping their number reads fewer pixels for the same
+    result.
+    """
+    best = plan(largest)
+    size = largest
+    while True:
+        size = model.valid_input_size(size - 1, larger=False)
+        if size < smallest:
+            return best
+        candidate = plan(size)
+        if len(candidate.starts) > len(best.starts):
+            return best
+        best = candidate
 
 
 def mirror_indices(start: int, size: int, length: int) -> np.ndarray:
