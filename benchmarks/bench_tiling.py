@@ -8,13 +8,14 @@ On a 2048 x 2048 mosaic of BBBC039 nuclei and one device, it times
 
 - a valid-padding light U-Net: one pass over the whole mirrored image (the
   reference) against overlap-tile prediction with `predict_tiled`;
-- the same weights with same padding: our whole pass and our tiled prediction
-  against MONAI's `sliding_window_inference` driving the same network, once at
-  MONAI's defaults and once at our tile size, batch size and step.
+- the same weights with same padding, mirrored and with a zero border: our whole
+  pass and our tiled prediction, against MONAI's `sliding_window_inference`
+  driving the same network, once at MONAI's defaults and once on exactly our
+  tiles (same windows, batch and step).
 
-Repeats are interleaved (A, B, C, A, B, C, ...) so background load hits every
+Repeats are interleaved (A, B, C, then C, B, A, ...) so background load hits every
 variant alike; medians are reported, raw timings kept. The exit status is 0
-whatever the targets say: this is a measurement, not a test.
+whatever the targets say: this is a measurement, not a test. See README.md.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from napari_unet_lab.core.tiling import Border, plan_axis, predict_tiled
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BBBC039_VAL = "/work/shared/data/bbbc039/val/images"
-# targets of the issue "Benchmark": (key, wanted ratio)
+# throughput ratios wanted by the issue "Benchmark"
 TILED_VS_WHOLE = 0.85
 VS_MONAI_EQUAL = 1.0
 VS_MONAI_DEFAULTS = 1.2
@@ -424,6 +425,7 @@ def check_targets(
             "measured_best_runs": best_ratios[ratio],
             "wanted": bound,
             "pass": median_ratios[ratio] >= bound,
+            "pass_best_runs": best_ratios[ratio] >= bound,
         }
         for name, ratio, bound in wanted
     ]
@@ -434,6 +436,7 @@ def check_targets(
             f"(valid: identical; same: < {SAME_PADDING_TOLERANCE:g})",
             "measured": max(result["max_abs_diff"] for result in tiled),
             "measured_best_runs": None,
+            "pass_best_runs": None,
             "wanted": 0.0,
             "pass": all(
                 result["identical"]
@@ -474,6 +477,12 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "monai": monai.__version__,
         "numpy": np.__version__,
         "load_average_start": list(os.getloadavg()),
+        # settings that change CPU speed: threads, and glibc malloc (see the README)
+        "environment": {
+            name: value
+            for name, value in os.environ.items()
+            if name.startswith(("OMP_", "MKL_", "MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD"))
+        },
     }
     root = Path(__file__).resolve().parent.parent
     try:
@@ -490,13 +499,14 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- report
-def format_table(rows: list[list[str]], header: list[str]) -> str:
-    """Align columns: the first to the left, the others to the right."""
+def format_table(rows: list[list[str]], header: list[str], text_columns: int = 1) -> str:
+    """Align columns: the first `text_columns` and the last to the left, numbers to the right."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    left = {*range(text_columns), len(header) - 1}
 
     def line(row: list[str]) -> str:
         cells = [
-            cell.ljust(width) if i == 0 else cell.rjust(width)
+            cell.ljust(width) if i in left else cell.rjust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         return "  ".join(cells).rstrip()
@@ -541,7 +551,12 @@ def print_report(
             f"{target['measured']:.3g}",
             "" if target["measured_best_runs"] is None else f"{target['measured_best_runs']:.3g}",
             f"{target['wanted']:g}",
-            "PASS" if target["pass"] else "FAIL",
+            ("PASS" if target["pass"] else "FAIL")
+            + (
+                ""  # medians and best runs agree, or there is no ratio
+                if target["pass_best_runs"] in (None, target["pass"])
+                else f" (best runs: {'PASS' if target['pass_best_runs'] else 'FAIL'}; noisy)"
+            ),
         ]
         for target in targets
     ]
@@ -557,7 +572,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, help="image edge in pixels (2048; 512 with --quick)")
     parser.add_argument("--repeats", type=int, help="timed runs per variant (3; 1 with --quick)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
-    parser.add_argument("--tile-size", type=int, default=512, help="our tile and MONAI's roi")
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        default=512,
+        help="largest tile of our tiler; MONAI's roi at its defaults",
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="our tiles per batch")
     parser.add_argument(
         "--extra-tiles",

@@ -61,7 +61,7 @@ class TilingConfig:
     """How an image is cut into overlapping tiles for prediction."""
 
     tile_size: int = 512  # input tile edge in pixels, rounded down to a size the model accepts
-    batch_size: int = 4  # tiles sent to the device at once; bounds the memory used
+    batch_size: int | None = None  # tiles sent at once (memory bound); None: 4 on GPU, 1 on CPU
     device: str = "auto"  # "auto", "cuda", "mps" or "cpu"
     mixed_precision: bool | None = None  # None: on for CUDA, off elsewhere
 

@@ -115,7 +115,7 @@ def iter_segment(
     *,
     rgb: bool = False,
     tile_size: int | None = 512,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: str = "auto",
     threshold: float = 0.5,
     min_size: int = 15,

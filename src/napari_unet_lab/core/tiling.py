@@ -284,7 +284,7 @@ def iter_predict_tiled(
     image: Any,
     *,
     tile_size: int | None = 512,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: str | torch.device | None = "auto",
     mixed_precision: bool | None = None,
     channel_axis: int | None = None,
@@ -307,9 +307,10 @@ def iter_predict_tiled(
     tile_size : int or None
         Input tile edge in pixels, rounded down to a size the network accepts;
         None predicts the whole mirrored image in one pass.
-    batch_size : int
-        Tiles sent to the device at once. On running out of GPU memory the batch
-        is halved and retried.
+    batch_size : int or None
+        Tiles sent to the device at once. None: 4 on a GPU, 1 on the CPU (where
+        larger batches only add memory traffic: measured 1.2-1.35x slower at 4).
+        On running out of GPU memory the batch is halved and retried.
     device : str, torch.device or None
         ``"auto"`` picks CUDA, then MPS, then the CPU.
     mixed_precision : bool or None
@@ -337,7 +338,7 @@ def iter_predict_tiled(
     array-like
         `out`, holding the prediction.
     """
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     config = model.config
     image = _as_channels_first(image, config.in_channels, channel_axis)
@@ -353,6 +354,8 @@ def iter_predict_tiled(
         )
     tiles = _tiles(model, (*stack_shape, height, width), tile_size, border)
     device = select_device(device)
+    if batch_size is None:
+        batch_size = 1 if device.type == "cpu" else 4
     model = model.for_inference().to(device)
     low, high = intensity_range if intensity_range is not None else (0.0, 1.0)
     scale = np.float32(1.0 / (high - low)) if high != low else np.float32(1.0)

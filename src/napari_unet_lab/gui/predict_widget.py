@@ -50,7 +50,7 @@ class PredictWidget(Container):
         self.split_touching = CheckBox(text="Split touching objects", value=True)
         self.show_advanced = CheckBox(text="Advanced settings", value=False)
         self.tile_size = SpinBox(label="Tile size (px)", value=512, min=64, max=8192, step=8)
-        self.batch_size = SpinBox(label="Tiles per batch", value=4, min=1, max=256)
+        self.batch_size = SpinBox(label="Tiles per batch", value=0, min=0, max=256)
         self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -89,6 +89,7 @@ class PredictWidget(Container):
         self.image.tooltip = "The image to segment (2D, or a stack segmented slice by slice)."
         self.threshold.tooltip = "Pixels more likely than this to be an object count as object."
         self.tile_size.tooltip = "Smaller tiles use less memory; the result is the same."
+        self.batch_size.tooltip = "0: automatic (4 on a GPU, 1 on the CPU)."
         events = self._viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self._refresh_layers)
@@ -136,7 +137,7 @@ class PredictWidget(Container):
             data,
             rgb=layer.rgb,
             tile_size=self.tile_size.value,
-            batch_size=self.batch_size.value,
+            batch_size=self.batch_size.value or None,
             device=self.device.value,
             threshold=self.threshold.value,
             min_size=self.min_size.value,
