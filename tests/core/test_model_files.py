@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -125,12 +124,10 @@ def test_other_channels_or_classes_are_refused(tmp_path):
 
 def test_builtin_models_load_and_predict():
     models = builtin_models()
-    if not models:
-        pytest.skip("no built-in model in this checkout")
+    assert "nuclei" in models  # shipped with the package, nothing downloaded
     for path in models.values():
         model, info = load_model(path)
         assert info.class_names[0] == "background"
         with torch.no_grad():
             size = model.min_input_size
             assert model(torch.zeros(1, info.config.in_channels, size, size)).isfinite().all()
-    assert np.isfinite(1.0)
