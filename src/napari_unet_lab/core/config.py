@@ -49,11 +49,7 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, settings: dict[str, Any]) -> UNetConfig:
         """Build from a dictionary, refusing unknown keys with a clear message."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(settings) - known
-        if unknown:
-            raise ValueError(f"unknown U-Net settings: {sorted(unknown)}")
-        return cls(**settings)
+        return _from_dict(cls, settings, "U-Net")
 
 
 @dataclass(frozen=True)
@@ -108,8 +104,11 @@ class AugmentationConfig:
     @classmethod
     def from_dict(cls, settings: dict[str, Any]) -> AugmentationConfig:
         """Build from a dictionary, refusing unknown keys with a clear message."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(settings) - known
-        if unknown:
-            raise ValueError(f"unknown augmentation settings: {sorted(unknown)}")
-        return cls(**settings)
+        return _from_dict(cls, settings, "augmentation")
+
+
+def _from_dict(cls: type, settings: dict[str, Any], what: str) -> Any:
+    unknown = set(settings) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} settings: {sorted(unknown)}")
+    return cls(**settings)
