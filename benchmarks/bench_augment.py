@@ -30,12 +30,9 @@ whatever the targets say: this is a measurement, not a test.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +47,11 @@ import torch.nn.functional as F
 from napari_unet_lab.core.augment import augment_batch, deform, elastic_displacement
 from napari_unet_lab.core.config import AugmentationConfig, UNetConfig
 from napari_unet_lab.core.model import UNet
+
+try:  # run as `python -m benchmarks.NAME` or as `python benchmarks/NAME.py`
+    from benchmarks.machine import describe_machine
+except ImportError:
+    from machine import describe_machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SPEEDUP_TARGET = 5.0  # ours at least 5x the package's throughput (issue "Training")
@@ -122,38 +124,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     """Describe where the numbers were measured."""
     import elasticdeform
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "elasticdeform": getattr(elasticdeform, "__version__", "unknown"),
-        "load_average_start": list(os.getloadavg()),
-    }
-    try:
-        root = Path(__file__).resolve().parent.parent
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        info["git_commit"] = commit + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        info["git_commit"] = None
-    return info
+    return describe_machine(device, elasticdeform=getattr(elasticdeform, "__version__", "unknown"))
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

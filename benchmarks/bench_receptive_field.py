@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -44,6 +43,11 @@ from napari_unet_lab.core.inspect import (
 from napari_unet_lab.core.model import UNet
 from napari_unet_lab.core.progress import run_to_end
 from napari_unet_lab.core.tiling import mirror_indices, plan_axis
+
+try:  # run as `python -m benchmarks.NAME` or as `python benchmarks/NAME.py`
+    from benchmarks.machine import write_report
+except ImportError:
+    from machine import write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_S = 0.050  # the issue: one ERF of the light model on the CPU in under 50 ms
@@ -187,10 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     out = arguments.out
     if out is None and not arguments.quick:
         out = RESULTS / "receptive_field-cpu.json"
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"Results written to {out}")
+    write_report(report, out)
     return 0
 
 

@@ -21,15 +21,11 @@ whatever the targets say: this is a measurement, not a test. See README.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import glob
-import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +41,11 @@ from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.device import autocast, select_device
 from napari_unet_lab.core.model import UNet
 from napari_unet_lab.core.tiling import Border, plan_axis, predict_tiled
+
+try:  # run as `python -m benchmarks.NAME` or as `python benchmarks/NAME.py`
+    from benchmarks.machine import describe_machine, write_report
+except ImportError:
+    from machine import describe_machine, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BBBC039_VAL = "/work/shared/data/bbbc039/val/images"
@@ -455,50 +456,19 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     import monai
     import psutil
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "numpy": np.__version__,
-        "load_average_start": list(os.getloadavg()),
-        # settings that change CPU speed: threads, and glibc malloc (see the README)
-        "environment": {
-            name: value
-            for name, value in os.environ.items()
-            if name.startswith(("OMP_", "MKL_", "MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD"))
-        },
+    info = describe_machine(device, monai=monai.__version__)
+    info["physical_cores"] = psutil.cpu_count(logical=False)
+    info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    info["torch_interop_threads"] = torch.get_num_interop_threads()
+    # settings that change CPU speed: threads, and glibc malloc (see the README)
+    info["environment"] = {
+        name: value
+        for name, value in os.environ.items()
+        if name.startswith(("OMP_", "MKL_", "MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD"))
     }
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit, changes = (
-            subprocess.run(
-                ["git", *command], cwd=root, capture_output=True, text=True, check=True
-            ).stdout.strip()
-            for command in (["rev-parse", "HEAD"], ["status", "--porcelain"])
-        )
-        info["git_commit"] = commit + (" (with uncommitted changes)" if changes else "")
-    except (OSError, subprocess.CalledProcessError):
-        info["git_commit"] = None
     return info
 
 
-# ---------------------------------------------------------------------------- report
 def format_table(rows: list[list[str]], header: list[str], text_columns: int = 1) -> str:
     """Align columns: the first `text_columns` and the last to the left, numbers to the right."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -676,10 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     out = arguments.out
     if out is None and not arguments.quick:
         out = RESULTS / f"tiling-{device.type}.json"
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"Results written to {out}")
+    write_report(report, out)
     return 0
 
 
