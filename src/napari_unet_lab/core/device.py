@@ -56,13 +56,20 @@ def autocast(
         enabled = device.type == "cuda"
     if not enabled:
         return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=autocast_dtype(device))
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """Return the reduced precision `autocast` uses on `device`.
+
+    Training with float16 needs loss scaling (`torch.amp.GradScaler`);
+    bfloat16 does not.
+    """
     if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    elif device.type == "mps":
-        dtype = torch.float16
-    else:
-        dtype = torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.bfloat16
 
 
 def is_out_of_memory(error: BaseException) -> bool:

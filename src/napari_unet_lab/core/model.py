@@ -9,6 +9,7 @@ References
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -210,6 +211,22 @@ class UNet(nn.Module):
             for index, layer in enumerate(kept):
                 block.add_module(str(index), layer)
         return fused
+
+    def with_classes(self, n_classes: int, rng: int | None = None) -> UNet:
+        """Return a copy for `n_classes` classes: all weights kept but a new head.
+
+        The new head is initialised as PyTorch initialises a fresh layer, from
+        `rng` if given (global random state untouched).
+        """
+        config = dataclasses.replace(self.config, n_classes=n_classes)
+        copy_ = UNet(config).to(next(self.parameters()).device)
+        kept = {k: v for k, v in self.state_dict().items() if not k.startswith("head.")}
+        copy_.load_state_dict(kept, strict=False)
+        if rng is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(rng)
+                copy_.head.reset_parameters()
+        return copy_
 
     # ------------------------------------------------------------------ geometry
     @property

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -18,6 +20,11 @@ from scipy import ndimage as ndi
 NEGLIGIBLE = 1e-4
 
 BACKGROUND, NUCLEUS = 0, 1
+
+# Target value of pixels the loss ignores: not annotated, or outside the annotated rectangles.
+UNANNOTATED = -1
+
+AnnotationKind = Literal["objects", "scribbles"]
 
 
 def semantic_target_from_instances(labels: np.ndarray) -> np.ndarray:
@@ -222,3 +229,150 @@ def border_weight_map_naive(
     two_nearest = np.partition(distances, 1, axis=0)[:2]
     weights += _separation_term(two_nearest[0], two_nearest[1], w0, sigma)
     return weights.astype(np.float32)
+
+
+@dataclass
+class TrainingTarget:
+    """What the loss compares a network's output with, pixel by pixel.
+
+    Attributes
+    ----------
+    classes : (Y, X) int64 array
+        Class of each pixel, 0 the background; `UNANNOTATED` (-1) where nothing
+        is known, which the loss ignores.
+    weights : (Y, X) float32 array
+        Loss weight of each pixel; 0 where unannotated.
+    n_classes : int
+        Classes the annotation speaks of, background included.
+    """
+
+    classes: np.ndarray
+    weights: np.ndarray
+    n_classes: int
+
+    @property
+    def annotated(self) -> np.ndarray:
+        """Pixels the loss looks at."""
+        return self.classes != UNANNOTATED
+
+
+def rectangles_mask(
+    shape: tuple[int, int], rectangles: Sequence[tuple[float, float, float, float]]
+) -> np.ndarray:
+    """Return the pixels whose centres lie in any of some axis-aligned rectangles.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image shape.
+    rectangles : sequence of (top, left, bottom, right)
+        Corners in pixel coordinates, as napari gives them (a pixel's centre
+        is at integer coordinates); bottom and right included.
+
+    Returns
+    -------
+    (Y, X) bool array
+
+    Examples
+    --------
+    >>> rectangles_mask((3, 4), [(0.6, 0.5, 2.0, 2.4)]).astype(int)
+    array([[0, 0, 0, 0],
+           [0, 1, 1, 0],
+           [0, 1, 1, 0]])
+    """
+    mask = np.zeros(shape, dtype=bool)
+    for top, left, bottom, right in rectangles:
+        top, bottom = sorted((top, bottom))
+        left, right = sorted((left, right))
+        rows = slice(max(math.ceil(top), 0), max(math.floor(bottom) + 1, 0))
+        cols = slice(max(math.ceil(left), 0), max(math.floor(right) + 1, 0))
+        mask[rows, cols] = True
+    return mask
+
+
+def training_target(
+    annotation: np.ndarray,
+    kind: AnnotationKind = "objects",
+    region: np.ndarray | None = None,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+) -> TrainingTarget:
+    """Turn an annotation painted in napari into classes and loss weights.
+
+    Parameters
+    ----------
+    annotation : (Y, X) array of int
+        ``"objects"``: instance masks, 0 background and each object its own
+        id; every pixel (inside `region`) is annotated. ``"scribbles"``:
+        sparse strokes, 0 not annotated, 1 background, 2, 3, … object classes.
+    kind : {"objects", "scribbles"}
+        Which of the two the annotation is.
+    region : (Y, X) bool array, optional
+        Where the annotation holds (e.g. `rectangles_mask` of the rectangles
+        the user drew); outside, nothing counts. Default: everywhere.
+    w0, sigma : float
+        Border weight parameters (see `border_weight_map`), for objects.
+
+    Returns
+    -------
+    TrainingTarget
+        Objects become background/object classes with a one-pixel gap between
+        touching objects (`semantic_target_from_instances`) weighted by
+        `border_weight_map`, class frequencies balanced over the annotated
+        pixels. Scribbles become classes ``value - 1`` with class-balanced
+        weights.
+
+    Raises
+    ------
+    ValueError
+        For a label image that is not 2D, negative or fractional labels, a
+        region of another shape, or no annotated pixel at all.
+
+    Examples
+    --------
+    >>> strokes = np.array([[0, 1, 1, 2]])
+    >>> target = training_target(strokes, "scribbles")
+    >>> target.classes, target.weights, target.n_classes
+    (array([[-1,  0,  0,  1]]), array([[0.  , 0.75, 0.75, 1.5 ]], dtype=float32), 2)
+    """
+    annotation = np.asarray(annotation)
+    if annotation.ndim != 2:
+        raise ValueError(
+            f"annotations must be a 2D label image, got {annotation.ndim} dimensions "
+            f"{annotation.shape}"
+        )
+    if annotation.dtype.kind == "f":
+        if not np.all(np.isfinite(annotation)) or np.any(annotation != np.round(annotation)):
+            raise ValueError("annotations must be whole numbers (a Labels layer)")
+        annotation = annotation.astype(np.int64)
+    elif annotation.dtype.kind == "b":
+        annotation = annotation.astype(np.int64)
+    elif annotation.dtype.kind not in "iu":
+        raise ValueError(f"annotations must be integer labels, got {annotation.dtype}")
+    if annotation.size and annotation.min() < 0:
+        raise ValueError("annotations must not be negative")
+    if region is None:
+        region = np.ones(annotation.shape, dtype=bool)
+    region = np.asarray(region, dtype=bool)
+    if region.shape != annotation.shape:
+        raise ValueError(
+            f"the annotated region {region.shape} and annotation {annotation.shape} differ"
+        )
+    if kind == "objects":
+        classes = semantic_target_from_instances(annotation).astype(np.int64)
+        n_classes = 2
+        balance = class_balance_weights([classes[region]], n_classes)
+        weights = border_weight_map(annotation, w0, sigma, class_weights=balance)
+    elif kind == "scribbles":
+        classes = annotation.astype(np.int64) - 1
+        n_classes = max(int(classes.max(initial=0)) + 1, 2)
+        region = region & (classes >= 0)
+        balance = class_balance_weights([classes[region]], n_classes)
+        weights = balance.astype(np.float32)[np.clip(classes, 0, None)]
+    else:
+        raise ValueError(f"kind must be 'objects' or 'scribbles', got {kind!r}")
+    if not region.any():
+        raise ValueError("nothing is annotated: paint some pixels (or draw a rectangle) first")
+    classes[~region] = UNANNOTATED
+    weights = np.where(region, weights, 0).astype(np.float32)
+    return TrainingTarget(classes, weights, n_classes)
