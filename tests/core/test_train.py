@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tests.synthetic import bright_disks
 
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.model import UNet
@@ -51,19 +52,6 @@ def tiny_model(seed: int = 0) -> UNet:
     with torch.random.fork_rng():  # initial weights from a seed, global state untouched
         torch.manual_seed(seed)
         return UNet(TINY)
-
-
-def bright_disks(shape=(96, 96), seed=0) -> tuple[np.ndarray, np.ndarray]:
-    """Return a noisy image of bright disks on a dark background, and its instance labels."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.indices(shape)
-    labels = np.zeros(shape, dtype=np.int32)
-    for label in range(1, 9):
-        radius = rng.uniform(5, 10)
-        cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
-        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = label
-    image = 100 + 800.0 * (labels > 0) + rng.normal(0, 60, shape)
-    return image.astype(np.float32), labels
 
 
 def training_data(seed=0):

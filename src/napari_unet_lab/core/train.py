@@ -32,7 +32,8 @@ from .config import AugmentationConfig, _from_dict
 from .device import autocast, autocast_dtype
 from .model import UNet
 from .normalize import DEFAULT_NORMALIZATION, intensity_range_for
-from .targets import TrainingTarget
+from .progress import Progress
+from .targets import AnnotationKind, TrainingTarget, training_target
 from .tiling import mirror_indices, predict_tiled
 
 LossName = Literal["cross_entropy", "dice", "jaccard", "cross_entropy+dice"]
@@ -348,6 +349,16 @@ class TrainingProgress:
     def fraction(self) -> float:
         """Share of the training done, from 0 to 1."""
         return self.step / self.total_steps
+
+    @property
+    def done(self) -> int:
+        """Steps done (as `Progress.done`)."""
+        return self.step
+
+    @property
+    def total(self) -> int:
+        """Steps planned (as `Progress.total`)."""
+        return self.total_steps
 
     @property
     def validation_iou(self) -> float | None:
@@ -895,3 +906,79 @@ def fine_tuning_copy(model: UNet, n_classes: int, rng: int | None = None) -> UNe
     if n_classes == model.config.n_classes:
         return tuned
     return tuned.with_classes(n_classes, rng)
+
+
+@dataclass
+class AnnotatedImage:
+    """An image and what the user annotated on it.
+
+    Attributes
+    ----------
+    image : (Y, X) or (C, Y, X) array
+        Raw intensities.
+    annotation : (Y, X) int array
+        Objects or scribbles, as `kind` says (see `targets.training_target`).
+    kind : {"objects", "scribbles"}
+        What the annotation is.
+    region : (Y, X) bool array, optional
+        Where the annotation holds; default everywhere.
+    name : str
+        How the user calls it, for messages.
+    """
+
+    image: np.ndarray
+    annotation: np.ndarray
+    kind: AnnotationKind = "objects"
+    region: np.ndarray | None = None
+    name: str = "image"
+
+    def target(self, w0: float = 10.0, sigma: float = 5.0) -> TrainingTarget:
+        """Return the training target, with a message naming the image on bad input."""
+        image_shape = np.shape(self.image)[-2:]
+        if np.shape(self.annotation) != image_shape:
+            raise ValueError(
+                f"{self.name}: the annotations {np.shape(self.annotation)} do not match the "
+                f"image {image_shape}; annotate on a Labels layer of the image's size"
+            )
+        try:
+            return training_target(self.annotation, self.kind, self.region, w0, sigma)
+        except ValueError as error:
+            raise ValueError(f"{self.name}: {error}") from None
+
+
+def prepare_training(
+    model: UNet,
+    training: Sequence[AnnotatedImage],
+    validation: Sequence[AnnotatedImage] = (),
+    settings: TrainingSettings | None = None,
+    rng: int | np.random.Generator | None = None,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+) -> Generator[Progress, None, TrainingRun]:
+    """Turn annotated images into a training run, yielding progress per image.
+
+    The network is fine-tuned as it is, or, if the annotations name more
+    classes than it has, a copy with a new head is (`fine_tuning_copy`).
+
+    Returns
+    -------
+    TrainingRun
+        Ready to `run`; its ``model`` is the network being trained.
+    """
+    if not training:
+        raise ValueError("choose at least one image with annotations to train on")
+    total = len(training) + len(validation)
+    targets = []
+    for done, item in enumerate(training):
+        yield Progress(done, total, f"preparing annotations of {item.name}")
+        targets.append(item.target(w0, sigma))
+    checks = []
+    for done, item in enumerate(validation, start=len(training)):
+        yield Progress(done, total, f"preparing annotations of {item.name}")
+        checks.append((item.image, item.target(w0, sigma)))
+    n_classes = max(target.n_classes for target in targets)
+    if n_classes > model.config.n_classes:
+        model = fine_tuning_copy(model, n_classes, rng=0)
+    yield Progress(total, total, "starting")
+    images = [item.image for item in training]
+    return TrainingRun(model, images, targets, None, settings, rng, checks)

@@ -68,13 +68,20 @@ class BackgroundTask:
         *args: Any,
         on_result: Callable[[Any], None],
         message: str,
+        on_yielded: Callable[[Any], None] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Run ``work(*args, **kwargs)`` in a worker thread; `on_result` gets its return value."""
+        """Run ``work(*args, **kwargs)`` in a worker thread; `on_result` gets its return value.
+
+        Records with a ``fraction`` move the progress bar; `on_yielded`, if given,
+        gets every record (connected before the thread starts, so none is missed).
+        """
         if self.running:
             return
         self.worker = create_worker(work, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         self.worker.yielded.connect(self._show_progress)
+        if on_yielded is not None:
+            self.worker.yielded.connect(on_yielded)
         self.worker.returned.connect(on_result)
         self.worker.errored.connect(self._show_error)
         self.worker.aborted.connect(self._show_cancelled)
@@ -101,6 +108,8 @@ class BackgroundTask:
         show_error(message)
 
     def _show_progress(self, record: Progress) -> None:
+        if not hasattr(record, "fraction"):  # previews and other news: the widget's business
+            return
         self.progress_bar.value = int(1000 * record.fraction)
         if record.message:
             self.status.value = record.message[:1].upper() + record.message[1:]

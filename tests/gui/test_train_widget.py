@@ -1,0 +1,241 @@
+"""The Train widget in a real napari viewer: training in its worker, live feedback, saving."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from napari.layers import Image, Labels
+from qtpy.QtCore import QTimer
+from tests import synthetic
+
+from napari_unet_lab.core.io import load_model
+from napari_unet_lab.gui.train_widget import MODEL_FROM_FILE, TrainWidget
+
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """A tiny network trains fastest on one thread, and leaves a core to the event loop."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def bright_disks(shape=(120, 150), seed=0):
+    return synthetic.bright_disks(shape, seed, count=13, radii=(6, 11))
+
+
+@pytest.fixture
+def viewer_and_widget(make_napari_viewer, tiny_model_file):
+    viewer = make_napari_viewer()
+    image, labels = bright_disks()
+    image_layer = viewer.add_image(image, name="cells", scale=(0.5, 0.5), translate=(3, 4))
+    labels_layer = viewer.add_labels(labels, name="nuclei", scale=(0.5, 0.5), translate=(3, 4))
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image.value = image_layer
+    widget.annotations.value = labels_layer
+    widget.start_from.value = MODEL_FROM_FILE
+    widget.model_file.value = tiny_model_file()
+    widget.steps.value = 30
+    widget.batch_size.value = 2
+    widget.patch_size.value = 60
+    widget.learning_rate.value = 0.01
+    widget.preview_every.value = 3
+    widget.validate_every.value = 10
+    return viewer, widget
+
+
+class EventLoopWatch:
+    """Longest gap between ticks of a 10 ms timer on napari's event loop."""
+
+    def __init__(self):
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *_):
+        self.timer.stop()
+
+    @property
+    def longest_gap_ms(self) -> float:
+        return 1000 * float(np.max(np.diff(self.ticks)))
+
+
+def test_trains_with_live_plot_and_preview_and_never_stalls_napari(
+    qtbot, viewer_and_widget, errors, tmp_path
+):
+    viewer, widget = viewer_and_widget
+    widget.validation.value = None
+    widget.steps.value = 60
+    widget.start()
+    assert widget.running and not widget.start_button.enabled
+    # Start makes the preview layers, and napari draws new layers once (compiling shaders,
+    # slow in software OpenGL): that happens before the first step, so watch from there
+    qtbot.waitUntil(lambda: widget.run is not None, timeout=TIMEOUT_MS)
+    with EventLoopWatch() as watch:
+        qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert errors == []
+    assert widget.run.step == 60 and len(widget.plot.losses) == 60
+    assert "Trained 60 steps" in widget.status.value
+    # the live preview lies exactly over the part of the image it shows
+    preview = next(layer for layer in viewer.layers if layer.name == "cells preview")
+    uncertainty = next(layer for layer in viewer.layers if layer.name == "cells uncertainty")
+    assert isinstance(preview, Labels) and isinstance(uncertainty, Image)
+    assert preview.data.shape == uncertainty.data.shape
+    assert preview.data.shape[0] <= 120 and preview.data.shape[1] <= 150
+    np.testing.assert_array_equal(preview.scale, (0.5, 0.5))
+    assert uncertainty.data.min() >= 0 and uncertainty.data.max() <= 1
+    # the user's annotations stay on top, selected, unchanged
+    assert viewer.layers[-1].name == "nuclei"
+    np.testing.assert_array_equal(viewer.layers["nuclei"].data, bright_disks()[1])
+    # napari kept painting and responding all along
+    print(f"longest event-loop stall: {watch.longest_gap_ms:.0f} ms")
+    assert watch.longest_gap_ms < 100
+
+    widget.save_path.value = tmp_path / "my_nuclei.json"
+    widget.save()
+    model, info = load_model(tmp_path / "my_nuclei.json")
+    for key, value in widget.run.model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value.cpu()), key
+    description = json.loads((tmp_path / "my_nuclei.json").read_text())
+    assert description["training"]["steps_done"] == 60
+    assert description["provenance"]["images"] == ["cells ← nuclei (objects)"]
+    # saving again never overwrites
+    widget.save()
+    assert errors and "already exists" in errors[-1]
+
+
+def test_validation_pair_is_held_out_and_measured(qtbot, viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    widget._add_pair()
+    image, labels = bright_disks(seed=1)
+    widget.image.value = viewer.add_image(image, name="held out")
+    widget.annotations.value = viewer.add_labels(labels, name="held out nuclei")
+    widget._add_pair()
+    assert len(widget.pairs.choices) == 2
+    widget.validation.value = 1
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert errors == []
+    assert len(widget.run.images) == 1  # the held-out pair is not trained on
+    assert [step for step, _ in widget.run.history] == [10, 20, 30]
+    assert [step for step, _ in widget.plot.validation] == [10, 20, 30]
+    assert "validation IoU" in widget.status.value
+
+
+def test_pause_resume_and_stop(qtbot, viewer_and_widget, errors):
+    _, widget = viewer_and_widget
+    widget.steps.value = 100_000
+    widget.start()
+    qtbot.waitUntil(lambda: widget.run is not None and widget.run.step >= 2, timeout=TIMEOUT_MS)
+    widget.toggle_pause()
+    assert widget.pause_button.text == "Resume" and widget.save_button.enabled
+    qtbot.wait(300)
+    paused_at = widget.run.step
+    qtbot.wait(500)
+    assert widget.run.step <= paused_at + 1  # at most the step under way when paused
+    widget.toggle_pause()
+    qtbot.waitUntil(lambda: widget.run.step > paused_at + 2, timeout=TIMEOUT_MS)
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert errors == []
+    assert widget.run.step < 100_000 and "Stopped at step" in widget.status.value
+    assert widget.save_button.enabled
+
+
+def test_annotations_painted_during_training_are_picked_up(qtbot, viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    widget.steps.value = 100_000
+    messages = []
+    widget.start()
+    widget.task.worker.yielded.connect(
+        lambda record: messages.append(record) if isinstance(record, str) else None
+    )
+    qtbot.waitUntil(lambda: widget.run is not None and widget.run.step >= 1, timeout=TIMEOUT_MS)
+    nuclei = viewer.layers["nuclei"]
+    nuclei.paint((10, 10), 99, refresh=True)  # a new object, painted as a user would
+    nuclei.events.paint(value=None)
+    qtbot.waitUntil(lambda: any("new annotations" in m for m in messages), timeout=TIMEOUT_MS)
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert errors == []
+    assert (widget.run.targets[0][8:13, 8:13] == 1).any()  # the new object is trained on
+
+
+def test_scribbles_inside_rectangles(qtbot, viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    _, labels = bright_disks()
+    scribbles = np.zeros_like(labels)
+    scribbles[labels == 0] = 1
+    scribbles[labels > 0] = 2
+    layer = viewer.add_labels(scribbles, name="strokes", scale=(0.5, 0.5), translate=(3, 4))
+    box = viewer.add_shapes(
+        [[[3 + 0.5 * 10, 4 + 0.5 * 20], [3 + 0.5 * 90, 4 + 0.5 * 130]]],
+        shape_type="rectangle",
+        name="where",
+    )
+    widget.annotations.value = layer
+    widget.kind.value = "scribbles"
+    widget.region.value = box
+    widget.steps.value = 4
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert errors == []
+    annotated = widget.run.targets[0] >= 0
+    rows, cols = np.nonzero(annotated)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 90, 20, 130)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("no_annotations", "choose an image and its annotations"),
+        ("other_shape", "do not match the image"),
+        ("only_background", "only background"),
+        ("empty_scribbles", "nothing is annotated"),
+        ("stack", "training takes 2D images"),
+        ("rgb_image", "takes 1 channel(s) but the images have 3"),
+    ],
+)
+def test_bad_input_gets_a_clear_message(qtbot, viewer_and_widget, errors, change, message):
+    viewer, widget = viewer_and_widget
+    if change == "no_annotations":
+        widget.annotations.value = None
+    elif change == "other_shape":
+        widget.annotations.value = viewer.add_labels(np.ones((50, 50), np.int32))
+    elif change == "only_background":
+        widget.annotations.value = viewer.add_labels(np.zeros((120, 150), np.int32))
+    elif change == "empty_scribbles":
+        widget.annotations.value = viewer.add_labels(np.zeros((120, 150), np.int32))
+        widget.kind.value = "scribbles"
+    elif change == "stack":
+        widget.image.value = viewer.add_image(np.zeros((3, 120, 150), np.float32))
+    elif change == "rgb_image":
+        widget.image.value = viewer.add_image(np.zeros((120, 150, 3), np.uint8), rgb=True)
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert errors and message.lower() in errors[-1].lower()
+
+
+def test_shows_weight_map_and_augmented_patches(qtbot, viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    widget.show_weight_map()
+    weights = viewer.layers["cells loss weights"]
+    assert weights.data.shape == (120, 150) and weights.data.max() > 2  # borders weigh more
+    widget.show_augmented_patches()
+    patches = viewer.layers["augmented patches"]
+    classes = viewer.layers["augmented classes (0 = ignored)"]
+    assert patches.data.shape == (2, 60, 60) and classes.data.shape[1:] == (20, 20)
+    assert errors == []
