@@ -38,6 +38,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="headless: also average the effective receptive field and save a screenshot of it",
     )
+    parser.add_argument(
+        "--train",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="headless: also fine-tune the built-in model on the sample's ground truth for "
+        "STEPS steps and save a screenshot of the Train widget",
+    )
     return parser.parse_args(argv)
 
 
@@ -61,10 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     viewer.window.resize(1500, 950)
     viewer.open_sample("napari-unet-lab", args.sample)
     inspect = viewer.window.add_plugin_dock_widget("napari-unet-lab", "U-Net: Look inside")
+    trainer = viewer.window.add_plugin_dock_widget(
+        "napari-unet-lab", "U-Net: Train", tabify=True
+    )
     _, widget = viewer.window.add_plugin_dock_widget(
         "napari-unet-lab", "U-Net: Predict", tabify=True
     )
     image = next(layer for layer in viewer.layers if isinstance(layer, napari.layers.Image))
+    truth = next(layer for layer in viewer.layers if isinstance(layer, napari.layers.Labels))
+    trainer[1].image.value, trainer[1].annotations.value = image, truth
     widget.image.value = image
     widget.start()
     if not args.headless:
@@ -90,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"labels:     {saved.resolve()}")
     if args.look_inside:
         _look_inside(viewer, inspect, image, args.output)
+    if args.train:
+        _train(viewer, trainer, image, args.train, args.output)
     viewer.close()
     return 0
 
@@ -139,6 +154,22 @@ def _look_inside(viewer, docked, image, output: Path) -> None:
         )
     path = _screenshot(viewer, output / "look-inside.png")
     print(inspect.status.value)
+    print(f"screenshot: {path.resolve()}")
+
+
+def _train(viewer, docked, image, steps: int, output: Path) -> None:
+    """Fine-tune the built-in model on the sample's ground truth, showing the live preview."""
+    dock, trainer = docked
+    dock.raise_()
+    trainer.steps.value = steps
+    trainer.preview_every.value = max(steps // 10, 1)
+    trainer.validate_every.value = max(steps // 4, 1)
+    for layer in viewer.layers:
+        layer.visible = layer is image
+    trainer.start()
+    _wait_for(trainer)
+    path = _screenshot(viewer, output / "train.png")
+    print(trainer.status.value)
     print(f"screenshot: {path.resolve()}")
 
 
