@@ -27,6 +27,7 @@ import torch
 
 from benchmarks.machine import ROOT, describe_machine, write_report
 from napari_unet_lab.core.config import UNetConfig
+from napari_unet_lab.core.instances import OBJECT_THRESHOLD
 from napari_unet_lab.core.io import ModelInfo, builtin_models, load_model
 from napari_unet_lab.core.metrics import average_precision, pixel_iou
 from napari_unet_lab.core.model import UNet
@@ -51,12 +52,15 @@ def read_split(folder: Path, limit: int | None = None) -> list[tuple[str, np.nda
     ]
 
 
-def evaluate(model: UNet, info: ModelInfo, validation: list) -> dict[str, float]:
+def evaluate(
+    model: UNet, info: ModelInfo, validation: list, threshold: float = OBJECT_THRESHOLD
+) -> dict[str, float]:
     """Score a model on the val images: pooled pixel IoU, mean AP@0.5 and mean AP@0.5:0.95."""
     intersection = union = 0
     ap50, mean_ap = [], []
+    device = str(next(model.parameters()).device)
     for _, image, labels in validation:
-        result = segment(model, info, image, device=str(next(model.parameters()).device))
+        result = segment(model, info, image, device=device, threshold=threshold)
         predicted, truth = result.objects > 0, labels > 0
         intersection += np.count_nonzero(predicted & truth)
         union += np.count_nonzero(predicted | truth)
@@ -106,7 +110,7 @@ def run_condition(
     if n_images == 0:
         started = time.perf_counter()
         entry["points"].append(
-            {"step": 0, "train_seconds": 0.0, **evaluate(model, info, validation)}
+            {"step": 0, "train_seconds": 0.0, **evaluate(model, info, validation, args.threshold)}
         )
         entry["points"][-1]["evaluation_seconds"] = round(time.perf_counter() - started, 1)
         save()
@@ -128,7 +132,7 @@ def run_condition(
     for progress in run.run():
         if progress.step in checkpoints:
             started = time.perf_counter()
-            scores = evaluate(model, info, validation)
+            scores = evaluate(model, info, validation, args.threshold)
             entry["points"].append(
                 {
                     "step": progress.step,
@@ -160,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch-size", type=int, default=252)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--loss", default=TrainingSettings().loss)
+    parser.add_argument(
+        "--threshold", type=float, default=OBJECT_THRESHOLD, help="object probability"
+    )
     parser.add_argument("--val-images", type=int, default=None, help="default: all 50")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)

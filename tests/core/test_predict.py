@@ -21,7 +21,7 @@ def _two_touching_disks(gap=False):
 
 
 def test_objects_separated_by_the_networks_gap_are_two_and_grow_back():
-    labels = object_labels(_two_touching_disks(gap=True), split_touching=False)
+    labels = object_labels(_two_touching_disks(gap=True), threshold=0.5, split_touching=False)
     assert labels.max() == 2
     # the gap (probability 0.3 > threshold / 2) is given back to the objects
     assert (labels[17:44, 42] > 0).all()

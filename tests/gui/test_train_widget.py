@@ -13,7 +13,7 @@ from qtpy.QtCore import QTimer
 from tests import synthetic
 
 from napari_unet_lab.core.io import load_model
-from napari_unet_lab.gui.train_widget import MODEL_FROM_FILE, TrainWidget
+from napari_unet_lab.gui.train_widget import CONTINUE, MODEL_FROM_FILE, TrainWidget
 
 TIMEOUT_MS = 120_000
 
@@ -115,6 +115,22 @@ def test_trains_with_live_plot_and_preview_and_never_stalls_napari(
     # saving again never overwrites
     widget.save()
     assert errors and "already exists" in errors[-1]
+
+    # go on training the same network
+    first_run = widget.run
+    trained = {k: v.clone() for k, v in first_run.model.state_dict().items()}
+    widget.start_from.value = CONTINUE
+    widget.steps.value = 2
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.run is not first_run and widget.run.step == 2
+    assert "go on" in widget._origin
+    changed = [
+        k for k, v in widget.run.model.state_dict().items() if not torch.equal(v, trained[k])
+    ]
+    assert changed  # it trained on from where it was, on a copy
+    for key, value in first_run.model.state_dict().items():
+        assert torch.equal(value, trained[key]), key
 
 
 def test_validation_pair_is_held_out_and_measured(qtbot, viewer_and_widget, errors):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Generator
 from pathlib import Path
@@ -43,6 +44,7 @@ from .layers import image_data, refresh_result, show_result, visible_region
 from .training_plot import TrainingPlot
 
 NEW_NETWORK = "new network (random weights)"
+CONTINUE = "the network trained here (go on)"
 MODEL_FROM_FILE = "model file…"
 KINDS = [
     ("objects (each its own label)", "objects"),
@@ -249,7 +251,8 @@ class TrainWidget(Container):
 
     def _start_choices(self, _widget=None):
         models = [(f"{name} (built-in)", path) for name, path in builtin_models().items()]
-        return [*models, (NEW_NETWORK, NEW_NETWORK), (MODEL_FROM_FILE, MODEL_FROM_FILE)]
+        trained = [(CONTINUE, CONTINUE)] if getattr(self, "run", None) is not None else []
+        return [*trained, *models, (NEW_NETWORK, NEW_NETWORK), (MODEL_FROM_FILE, MODEL_FROM_FILE)]
 
     def _refresh_layers(self, _event=None) -> None:
         layers = self._viewer.layers
@@ -317,6 +320,15 @@ class TrainWidget(Container):
         choice = self.start_from.value
         image = self.training_items[0].image
         channels = 1 if image.ndim == 2 else image.shape[0]
+        if choice == CONTINUE and self.run is not None:
+            model = copy.deepcopy(self.run.model)
+            if model.config.in_channels != channels:
+                raise ValueError(
+                    f"the network trained here takes {model.config.in_channels} channel(s) but "
+                    f"the images have {channels}"
+                )
+            origin = self._origin if "go on" in self._origin else f"{self._origin} (go on)"
+            return model, self._base_info, origin
         if choice == NEW_NETWORK:
             import torch
 
@@ -366,7 +378,8 @@ class TrainWidget(Container):
             checks = [self._annotated_image(pair) for pair in validation]
             model, info, origin = self._starting_model()
             model = model.to(select_device(self.device.value))
-            settings = self._settings(info is not None, info)
+            fine_tuning = info is not None or self.start_from.value == CONTINUE
+            settings = self._settings(fine_tuning, info)
         except (ValueError, ModelFileError, OSError) as error:
             self.task.fail(str(error))
             return
@@ -541,6 +554,7 @@ class TrainWidget(Container):
 
     def _finished(self) -> None:
         self._unwatch_annotations()
+        self.start_from.reset_choices()  # offers to go on with the network trained here
         self.pause_button.enabled = False
         self.pause_button.text = "Pause"
         self.save_button.enabled = self.run is not None
