@@ -2,20 +2,15 @@
 
 import sys
 
+from napari_unet_lab.cli import main as run_command_line
+
 
 def main() -> None:
-    """Run the napari-unet-lab demo with the command-line arguments in ``sys.argv``.
+    """Run the command line (`napari_unet_lab.cli`) with the arguments in ``sys.argv``.
 
-    The demo parses its own arguments, so ``napari-unet-lab --help`` lists them.
+    ``napari-unet-lab --help`` lists the subcommands; ``napari-unet-lab demo`` runs the demo.
     """
-    # Imported here so that `--help` of a broken install still says what went wrong.
-    try:
-        from napari_unet_lab.demo import main as run_demo
-    except ModuleNotFoundError as error:
-        if error.name != "napari_unet_lab.demo":
-            raise
-        sys.exit("napari-unet-lab: the demo is not part of this install.")
-    sys.exit(run_demo())
+    sys.exit(run_command_line())
 
 
 if __name__ == "__main__":

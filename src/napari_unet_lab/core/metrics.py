@@ -87,3 +87,50 @@ def _object_iou(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
     iou = overlap / np.maximum(sizes_true + sizes_pred - overlap, 1)
     keep_true, keep_pred = true_ids != 0, pred_ids != 0  # background is not an object
     return iou[np.ix_(keep_true, keep_pred)]
+
+
+# IoU thresholds 0.5, 0.55, ..., 0.95: the "mean AP" of COCO and the 2018 Data Science Bowl.
+AP_THRESHOLDS = tuple(round(0.5 + 0.05 * step, 2) for step in range(10))
+
+
+def segmentation_scores(
+    prediction: np.ndarray, truth: np.ndarray, thresholds=AP_THRESHOLDS
+) -> dict:
+    """Return pixel and object scores of a label image against the true labels.
+
+    Parameters
+    ----------
+    prediction, truth : ndarray of int
+        Label images of one shape; 0 is background, every other value one object.
+    thresholds : sequence of float
+        IoU thresholds for `average_precision`, each at least 0.5.
+
+    Returns
+    -------
+    dict
+        ``pixel_iou`` (`pixel_iou` of the object masks) with the
+        ``pixel_intersection`` and ``pixel_union`` it divides, to pool over
+        images; ``average_precision`` (threshold to AP), ``ap_50`` (AP at 0.5,
+        where measured), ``mean_average_precision`` (mean over the thresholds);
+        ``objects_found`` and ``objects_true``.
+
+    Examples
+    --------
+    >>> truth = np.array([[1, 1, 0, 2, 2]])
+    >>> scores = segmentation_scores(np.array([[1, 1, 0, 0, 0]]), truth, thresholds=(0.5,))
+    >>> scores["pixel_iou"], scores["ap_50"], scores["objects_found"], scores["objects_true"]
+    (0.5, 0.5, 1, 2)
+    """
+    prediction, truth = np.asarray(prediction), np.asarray(truth)
+    found, expected = prediction > 0, truth > 0
+    precision = average_precision(prediction, truth, thresholds)
+    return {
+        "pixel_iou": pixel_iou(found, expected),
+        "pixel_intersection": int(np.count_nonzero(found & expected)),
+        "pixel_union": int(np.count_nonzero(found | expected)),
+        "average_precision": precision,
+        "ap_50": precision.get(0.5),
+        "mean_average_precision": float(np.mean(list(precision.values()))),
+        "objects_found": len(np.unique(prediction[found])),
+        "objects_true": len(np.unique(truth[expected])),
+    }
