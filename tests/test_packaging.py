@@ -53,6 +53,10 @@ DISCOVER = textwrap.dedent(
             [w.command, [str(t) for t in w.layer_types], w.filename_extensions]
             for w in contributions.writers
         ],
+        "readers": [
+            [r.command, r.filename_patterns, r.accepts_directories]
+            for r in contributions.readers
+        ],
         "sample_layers": [[list(d.shape), str(d.dtype), kind] for d, _, kind in layers],
     }))
     """
@@ -141,7 +145,7 @@ def clean_environment() -> dict[str, str]:
 
 @pytest.mark.parametrize("editable", [False, True], ids=["pip-install", "pip-install-editable"])
 def test_napari_discovers_the_installed_plugin(tmp_path: Path, editable: bool) -> None:
-    """Both install modes give napari the widget, the samples and the writer."""
+    """Both install modes give napari the widget, the samples, the writers and the reader."""
     source = copy_repository(tmp_path / "repo")
     python = make_scratch_environment(tmp_path)
     env = clean_environment()
@@ -168,10 +172,18 @@ def test_napari_discovers_the_installed_plugin(tmp_path: Path, editable: bool) -
         "Nuclei (BBBC039, fluorescence)",
         "napari-unet-lab.nuclei_sample",
     ]
-    assert seen["writers"] == [["napari-unet-lab.write_labels", ["labels"], [".tif", ".tiff"]]]
+    assert seen["writers"] == [
+        ["napari-unet-lab.write_labels", ["labels"], [".tif", ".tiff"]],
+        ["napari-unet-lab.write_labels_zarr", ["labels"], [".zarr"]],
+    ]
     assert seen["commands"]["napari-unet-lab.write_labels"] == (
         "napari_unet_lab.writers:write_labels_tiff"
     )
+    assert seen["commands"]["napari-unet-lab.write_labels_zarr"] == (
+        "napari_unet_lab.writers:write_labels_zarr"
+    )
+    assert seen["readers"] == [["napari-unet-lab.read_zarr", ["*.zarr"], True]]
+    assert seen["commands"]["napari-unet-lab.read_zarr"] == "napari_unet_lab.readers:get_reader"
     assert seen["sample_layers"] == [
         [[520, 696], "uint16", "image"],
         [[520, 696], "uint16", "labels"],

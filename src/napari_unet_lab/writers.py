@@ -1,4 +1,4 @@
-"""The napari writer contribution: save a Labels layer as a TIFF with its pixel size."""
+"""The napari writer contributions: save a Labels layer as TIFF or OME-Zarr, with its pixel size."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from napari_unet_lab.core.export import save_labels_tiff
+from napari_unet_lab.core.ome_zarr import write_labels_ome_zarr
 
 
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
@@ -37,4 +38,39 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
         units = [str(unit) for unit in units]
     # napari's save dialog has already asked before replacing an existing file.
     written = save_labels_tiff(path, data, scale=meta.get("scale"), units=units, overwrite=True)
+    return [str(written)]
+
+
+def write_labels_zarr(path: str, data: Any, meta: dict) -> list[str]:
+    """Write one napari Labels layer to an OME-Zarr store (npe2 single-layer writer).
+
+    Parameters
+    ----------
+    path : str
+        Destination chosen in napari's save dialog; ``.zarr`` is appended if it has no
+        extension. An existing store is never replaced: napari's dialog does not ask
+        about folders, so it is refused with an error and the user picks another name.
+    data : array-like or list of array-like
+        The layer's labels (NumPy or dask, 2D to 4D), written chunk by chunk with a
+        pyramid of smaller levels for viewing. Of a multiscale layer, the
+        full-resolution level is written and the pyramid rebuilt.
+    meta : dict
+        The layer's attributes as napari passes them; ``scale``, ``units`` and
+        ``name`` are stored.
+
+    Returns
+    -------
+    list of str
+        The path written.
+    """
+    if not os.path.splitext(path)[1]:
+        path = f"{path}.zarr"
+    if meta.get("multiscale"):
+        data = data[0]
+    units = meta.get("units")
+    if units is not None:
+        units = [str(unit) for unit in units]  # pint units -> "micrometer", "pixel"
+    written = write_labels_ome_zarr(
+        path, data, scale=meta.get("scale"), units=units, name=meta.get("name")
+    )
     return [str(written)]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -102,3 +104,83 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+@contextmanager
+def folder_written_atomically(
+    path: str | os.PathLike, *, overwrite: bool = False
+) -> Iterator[Path]:
+    """Fill a folder (a zarr store, say) and publish it at `path` only once it is complete.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination folder; its parent must exist.
+    overwrite : bool
+        Replace an existing folder or file. Without it nothing existing is touched.
+
+    Yields
+    ------
+    Path
+        An empty hidden folder beside `path` to write into.
+
+    Raises
+    ------
+    FileExistsError
+        If `path` exists and `overwrite` is false.
+
+    Notes
+    -----
+    On leaving the ``with`` block normally, the folder is renamed to `path` (one
+    rename on one file system); on an error, or when a generator writing it is
+    closed, it is removed, so `path` never holds a half-written store. With
+    `overwrite`, the old folder is first moved aside and deleted after the
+    rename: for that moment `path` does not exist.
+    """
+    path = Path(path)
+    if _exists(path) and not overwrite:
+        raise FileExistsError(_exists_message(path))
+    temporary = _beside(path, "tmp")
+    temporary.mkdir()
+    try:
+        yield temporary
+        _publish_folder(temporary, path, overwrite=overwrite)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _beside(path: Path, kind: str) -> Path:
+    for _ in range(100):
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.{kind}")
+        if not _exists(candidate):
+            return candidate
+    raise FileExistsError(f"Could not create a temporary folder next to {path}.")
+
+
+def _publish_folder(temporary: Path, path: Path, *, overwrite: bool) -> None:
+    old = None
+    if _exists(path):
+        if not overwrite:
+            raise FileExistsError(_exists_message(path))
+        old = _beside(path, "old")
+        os.rename(path, old)
+    try:
+        # rename() replaces an empty folder that appeared meanwhile, but fails on anything else
+        os.rename(temporary, path)
+    except OSError as error:
+        if old is not None:
+            os.rename(old, path)
+        if _exists(path):
+            raise FileExistsError(_exists_message(path)) from error
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink()

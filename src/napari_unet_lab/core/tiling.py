@@ -10,6 +10,7 @@ prediction is bit-identical to it, not an approximation blended from overlaps.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,6 +26,18 @@ Output = Literal["logits", "probabilities"]
 
 
 Border = Literal["mirror", "zeros"]
+
+# "auto": chosen by `auto_tile_size`; None: the whole image in one pass
+TileSize = int | Literal["auto"] | None
+
+# Largest automatic tile edges. CPU: the light U-Net's best measured; its 760-1136 px tiles
+# feed 15-31 % fewer pixels on a 2048² image but cost 24-58 % more per pixel (quiet 2-core
+# Xeon, benchmarks/README.md). GPU: 1024 px feeds 23 % fewer pixels than 512 px (same padding).
+AUTO_TILE_CPU = 512
+AUTO_TILE_GPU = 1024
+# Peak activations of one forward pass, in values per pixel per base channel: 9-10
+# measured (resident memory of a float32 CPU pass, depths 3 and 4).
+_ACTIVATIONS_PER_BASE_CHANNEL = 10
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,80 @@ class AxisPlan:
     input_starts: tuple[int, ...]
     context: int
     border: Border = "mirror"
+
+
+def auto_tile_size(
+    model: UNet,
+    device: str | torch.device | None = "cpu",
+    batch_size: int = 1,
+    mixed_precision: bool | None = None,
+    memory_budget: int | None = None,
+) -> int:
+    """Return the tile edge ``tile_size="auto"`` stands for.
+
+    Parameters
+    ----------
+    model : UNet
+        The network; its width (``base_channels``) sets the memory per pixel.
+    device : str, torch.device or None
+        Where the network runs; ``"auto"`` or None as `select_device` picks it.
+    batch_size : int
+        Tiles sent to the device at once.
+    mixed_precision : bool or None
+        As for `iter_predict_tiled` (None: on for CUDA); halves the estimate.
+    memory_budget : int, optional
+        Bytes the activations of one batch may take; by default half of the free
+        GPU memory, or a quarter of the physical memory for the CPU.
+
+    Returns
+    -------
+    int
+        An upper bound for the tile input edge, as `tile_size` takes it.
+
+    Notes
+    -----
+    The rule: the largest tile edge up to 512 px on the CPU, or 1024 px on a
+    GPU (CUDA, MPS), whose activations fit `memory_budget`, estimated as
+    ``batch_size * edge**2 * (10 * base_channels + in_channels + n_classes)``
+    values of 4 bytes (2 under mixed precision); never below 4 halos
+    (or 128 px), under which a tile is mostly context.
+
+    Larger tiles waste fewer pixels on the overlapping context (the halo on
+    each side of a tile) but, on the CPU, run slower per pixel: on a quiet
+    2-core CPU the light U-Net's 760-1136 px tiles were no faster than 512 px
+    ones with same padding, and 17-22 % slower with valid padding. A GPU's
+    cost per pixel changes less with the tile size, so there the tile grows to
+    1024 px (not yet measured). The planner then uses the fewest tiles of at
+    most that size, and shrinks them while their number stays the same. With
+    valid padding the result is bit-identical whatever the size.
+    """
+    device = select_device(device) if device in (None, "auto") else torch.device(device)
+    gpu = device.type in ("cuda", "mps")
+    if memory_budget is None:
+        memory_budget = _memory_budget(device)
+    config = model.config
+    half = device.type == "cuda" if mixed_precision is None else mixed_precision  # as autocast
+    channels = _ACTIVATIONS_PER_BASE_CHANNEL * config.base_channels
+    values = channels + config.in_channels + config.n_classes
+    per_pixel = values * (2 if half else 4) * max(batch_size, 1)
+    grid = model.size_multiple
+    fitting = math.isqrt(max(memory_budget, 0) // per_pixel) // grid * grid
+    smallest = max(4 * model.halo, 128)
+    return max(min(AUTO_TILE_GPU if gpu else AUTO_TILE_CPU, fitting), smallest)
+
+
+def _memory_budget(device: torch.device) -> int:
+    """Bytes one batch's activations may take on `device` (see `auto_tile_size`)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    if device.type == "mps" and hasattr(torch.mps, "recommended_max_memory"):
+        return (torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()) // 2
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows)
+        physical = 8 * 2**30
+    return physical // 4
 
 
 def plan_axis(
@@ -230,8 +317,10 @@ class _Tile:
 
 
 def _tiles(
-    model: UNet, shape: tuple[int, ...], tile_size: int | None, border: Border = "mirror"
+    model: UNet, shape: tuple[int, ...], tile_size: TileSize, border: Border = "mirror"
 ) -> list[_Tile]:
+    if tile_size == "auto":  # no device given: the CPU rule
+        tile_size = auto_tile_size(model, "cpu")
     height, width = shape[-2:]
     plans = plan_axis(model, height, tile_size, border), plan_axis(model, width, tile_size, border)
     offset = model.output_offset  # tile output index 0 lies under this input index
@@ -283,7 +372,7 @@ def iter_predict_tiled(
     model: UNet,
     image: Any,
     *,
-    tile_size: int | None = 512,
+    tile_size: TileSize = "auto",
     batch_size: int | None = None,
     device: str | torch.device | None = "auto",
     mixed_precision: bool | None = None,
@@ -304,9 +393,11 @@ def iter_predict_tiled(
         channel axis where the model takes several channels. Any array-like
         that supports slicing works (NumPy, dask, zarr, memory maps); only the
         tiles being predicted are read.
-    tile_size : int or None
-        Input tile edge in pixels, rounded down to a size the network accepts;
-        None predicts the whole mirrored image in one pass.
+    tile_size : int, "auto" or None
+        Largest input tile edge in pixels, rounded down to a size the network
+        accepts. ``"auto"``: `auto_tile_size` for the device and batch (512 px
+        on the CPU, 1024 px on a GPU, less where memory is short). None predicts
+        the whole mirrored image in one pass.
     batch_size : int or None
         Tiles sent to the device at once. None: 4 on a GPU, 1 on the CPU (where
         larger batches only add memory traffic: measured 1.2-1.35x slower at 4).
@@ -352,14 +443,14 @@ def iter_predict_tiled(
         raise ValueError(
             f"out has shape {out.shape}, expected {(*stack_shape, config.n_classes, height, width)}"
         )
-    tiles = _tiles(model, (*stack_shape, height, width), tile_size, border)
     device = select_device(device)
     if batch_size is None:
         batch_size = 1 if device.type == "cpu" else 4
+    if tile_size == "auto":
+        tile_size = auto_tile_size(model, device, batch_size, mixed_precision)
+    tiles = _tiles(model, (*stack_shape, height, width), tile_size, border)
     model = model.for_inference().to(device)
-    low, high = intensity_range if intensity_range is not None else (0.0, 1.0)
-    scale = np.float32(1.0 / (high - low)) if high != low else np.float32(1.0)
-    low = np.float32(low)
+    low, scale = _intensity_mapping(intensity_range)
 
     done = 0
     yield Progress(0, len(tiles), "predicting")
@@ -367,12 +458,7 @@ def iter_predict_tiled(
         pending = [batch]
         while pending:
             part = pending.pop(0)
-            inputs = np.stack([read_tile(image[t.stack_index], t.ys, t.xs) for t in part])
-            inputs = (inputs.astype(np.float32, copy=False) - low) * scale
-            if not np.isfinite(inputs).all():
-                raise ValueError(
-                    "the image contains NaN or infinite values; fix or mask them first"
-                )
+            inputs = _read_inputs(image, part, low, scale)
             try:
                 result = _run(model, inputs, device, mixed_precision)
             except Exception as error:
@@ -399,7 +485,29 @@ def iter_predict_tiled(
     return out
 
 
-def scores_to_probabilities(scores: Any, rows_per_block: int = 256) -> Any:
+def _read_inputs(image: Any, tiles: list[_Tile], low: np.float32, scale: np.float32) -> np.ndarray:
+    """Read a batch of tiles, mapped to the model's intensity range: (B, C, h, w) float32."""
+    inputs = np.stack([read_tile(image[t.stack_index], t.ys, t.xs) for t in tiles])
+    inputs = (inputs.astype(np.float32, copy=False) - low) * scale
+    if not np.isfinite(inputs).all():
+        raise ValueError("the image contains NaN or infinite values; fix or mask them first")
+    return inputs
+
+
+def _intensity_mapping(
+    intensity_range: tuple[float, float] | None,
+) -> tuple[np.float32, np.float32]:
+    """Return (low, scale) such that ``(value - low) * scale`` maps the range to 0..1."""
+    low, high = intensity_range if intensity_range is not None else (0.0, 1.0)
+    scale = np.float32(1.0 / (high - low)) if high != low else np.float32(1.0)
+    return np.float32(low), scale
+
+
+# Softmax block height: the blocks, not the tiles, decide how each pixel is rounded.
+SOFTMAX_ROWS = 256
+
+
+def scores_to_probabilities(scores: Any, rows_per_block: int = SOFTMAX_ROWS) -> Any:
     """Turn class scores shaped (..., n_classes, Y, X) into softmax probabilities, in place.
 
     Works in blocks of whole rows so memory stays bounded. The blocks depend
