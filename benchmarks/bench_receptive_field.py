@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = {
         "benchmark": "receptive_field",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),

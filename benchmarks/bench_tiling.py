@@ -11,7 +11,9 @@ On a 2048 x 2048 mosaic of BBBC039 nuclei and one device, it times
 - the same weights with same padding, mirrored and with a zero border: our whole
   pass and our tiled prediction, against MONAI's `sliding_window_inference`
   driving the same network, once at MONAI's defaults and once on exactly our
-  tiles (same windows, batch and step).
+  tiles (same windows, batch and step);
+- our default, automatic tile size (`auto_tile_size` for the device and batch)
+  against MONAI at its defaults with roi 512 and with roi equal to our limit.
 
 Repeats are interleaved (A, B, C, then C, B, A, ...) so background load hits every
 variant alike; medians are reported, raw timings kept. The exit status is 0
@@ -40,7 +42,7 @@ import torch.nn.functional as F
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.device import autocast, select_device
 from napari_unet_lab.core.model import UNet
-from napari_unet_lab.core.tiling import Border, plan_axis, predict_tiled
+from napari_unet_lab.core.tiling import Border, auto_tile_size, plan_axis, predict_tiled
 
 try:  # run as `python -m benchmarks.NAME` or as `python benchmarks/NAME.py`
     from benchmarks.machine import describe_machine, write_report
@@ -53,6 +55,7 @@ BBBC039_VAL = "/work/shared/data/bbbc039/val/images"
 TILED_VS_WHOLE = 0.85
 VS_MONAI_EQUAL = 1.0
 VS_MONAI_DEFAULTS = 1.2
+MONAI_ROI = 512  # MONAI has no default roi; 512 is a common choice for 2D
 SAME_PADDING_TOLERANCE = 1e-5  # promised bound on |tiled - whole| for same padding
 
 
@@ -144,8 +147,13 @@ def ours(
     border: Border,
     device: torch.device,
     key: str,
+    automatic: bool = False,
 ) -> Variant:
-    """Our `predict_tiled`; ``tile_size=None`` is the whole-image reference pass."""
+    """Our `predict_tiled`; ``tile_size=None`` is the whole-image reference pass.
+
+    With `automatic`, `predict_tiled` gets ``tile_size="auto"``, which must
+    resolve to `tile_size`.
+    """
     padding = model.config.padding
     shape = [size, size]
 
@@ -154,7 +162,7 @@ def ours(
         return predict_tiled(
             model,
             image,
-            tile_size=tile_size,
+            tile_size="auto" if automatic else tile_size,
             batch_size=batch_size,
             device=device,
             output="logits",
@@ -173,8 +181,11 @@ def ours(
         label = f"{padding:5}  ours, whole image{where}"
     else:
         label = f"{padding:5}  ours, {n}x{n} tiles of {plan.tile_input}, batch {batch_size}{where}"
+    if automatic:
+        label += f" (auto: <= {tile_size})"
     settings = {
-        "tile_size": tile_size,
+        "tile_size": "auto" if automatic else tile_size,
+        "tile_limit": tile_size,
         "tile_input": plan.tile_input,
         "tiles_per_axis": n,
         "batch_size": batch_size if tile_size is not None else 1,
@@ -246,6 +257,36 @@ def overlap_for_step(roi: int, step: int) -> float:
     return overlap
 
 
+def monai_defaults(same: UNet, roi: int, device: torch.device) -> Variant:
+    """MONAI at its defaults (sw_batch_size 1, overlap 0.25) with `roi`, on the image as given."""
+    return monai(
+        same,
+        roi=roi,
+        batch_size=1,
+        overlap=0.25,
+        mirror=0,
+        device=device,
+        key=f"same-monai-{roi}-defaults",
+        label=f"same   MONAI roi {roi}, defaults: batch 1, overlap 0.25, zero border",
+        reference="same-whole-zeros",
+    )
+
+
+def auto_keys(tile: int, auto: int) -> dict[str, str]:
+    """Keys of our default (automatic) runs, and of MONAI's with roi 512 and roi = our limit.
+
+    Where the automatic limit equals `tile`, the runs at `tile` are our default.
+    """
+    suffix = "auto" if auto != tile else str(tile)
+    return {
+        "valid": f"valid-tiled-{suffix}",
+        "mirror": f"same-tiled-{suffix}",
+        "zeros": f"same-tiled-{suffix}-zeros",
+        "monai_512": f"same-monai-{MONAI_ROI}-defaults",
+        "monai_auto": f"same-monai-{auto}-defaults",
+    }
+
+
 def all_variants(
     models: dict[str, UNet],
     size: int,
@@ -253,46 +294,50 @@ def all_variants(
     batch: int,
     extra_tiles: list[tuple[int, int]],
     device: torch.device,
+    auto: int,
+    monai_rois: list[int],
 ) -> list[Variant]:
-    """Return the variants in table order: valid padding, then same padding and MONAI."""
+    """Return the variants in table order: valid padding, then same padding and MONAI.
+
+    `auto` is our automatic tile limit. Where it equals `tile`, the runs at `tile`
+    ask for ``tile_size="auto"``; otherwise our default runs are timed as well.
+    MONAI runs at its defaults with roi 512, `tile`, `auto` and `monai_rois`.
+    """
     valid, same = models["valid"], models["same"]
+    keys = auto_keys(tile, auto)
+    automatic = auto != tile
     variants = [
         ours(valid, size, None, 1, "mirror", device, "valid-whole"),
-        ours(valid, size, tile, batch, "mirror", device, f"valid-tiled-{tile}"),
+        ours(valid, size, tile, batch, "mirror", device, f"valid-tiled-{tile}", not automatic),
     ]
+    if automatic:
+        variants.append(ours(valid, size, auto, batch, "mirror", device, keys["valid"], True))
     variants += [
         ours(valid, size, t, b, "mirror", device, f"valid-tiled-{t}-batch-{b}")
         for t, b in extra_tiles
     ]
     variants += [
         ours(same, size, None, 1, "mirror", device, "same-whole"),
-        ours(same, size, tile, batch, "mirror", device, f"same-tiled-{tile}"),
+        ours(same, size, tile, batch, "mirror", device, f"same-tiled-{tile}", not automatic),
     ]
+    if automatic:
+        variants.append(ours(same, size, auto, batch, "mirror", device, keys["mirror"], True))
     variants += [
         ours(same, size, t, b, "mirror", device, f"same-tiled-{t}-batch-{b}")
         for t, b in extra_tiles
     ]
     variants += [
         ours(same, size, None, 1, "zeros", device, "same-whole-zeros"),
-        ours(same, size, tile, batch, "zeros", device, f"same-tiled-{tile}-zeros"),
+        ours(same, size, tile, batch, "zeros", device, f"same-tiled-{tile}-zeros", not automatic),
     ]
+    if automatic:
+        variants.append(ours(same, size, auto, batch, "zeros", device, keys["zeros"], True))
     variants += [
         ours(same, size, t, b, "zeros", device, f"same-tiled-{t}-batch-{b}-zeros")
         for t, b in extra_tiles
     ]
-    variants += [
-        monai(
-            same,
-            roi=tile,
-            batch_size=1,
-            overlap=0.25,
-            mirror=0,
-            device=device,
-            key=f"same-monai-{tile}-defaults",
-            label=f"same   MONAI roi {tile}, defaults: batch 1, overlap 0.25, zero border",
-            reference="same-whole-zeros",
-        ),
-    ]
+    rois = dict.fromkeys([MONAI_ROI, tile, auto, *monai_rois])  # in order, once each
+    variants += [monai_defaults(same, roi, device) for roi in rois]
     # Equal footing: the image mirrored by our halo, MONAI's window and step set to
     # our tile and step, gives MONAI exactly our tiles; it then blends, we crop.
     plan = plan_axis(same, size, tile)
@@ -380,9 +425,10 @@ def summarise(variants: list[Variant], models: dict[str, UNet], size: int) -> di
     return results
 
 
-def ratios(results: dict[str, Any], tile: int, column: str) -> dict[str, float]:
+def ratios(results: dict[str, Any], tile: int, auto: int, column: str) -> dict[str, float]:
     """Throughput ratios behind the targets, from the times in `column`."""
     monai_defaults = f"same-monai-{tile}-defaults"
+    keys = auto_keys(tile, auto)
     pairs = {  # name: (ours, the one compared with)
         "valid_tiled_vs_whole": (f"valid-tiled-{tile}", "valid-whole"),
         "same_tiled_vs_whole": (f"same-tiled-{tile}", "same-whole"),
@@ -391,6 +437,12 @@ def ratios(results: dict[str, Any], tile: int, column: str) -> dict[str, float]:
         "ours_zeros_vs_monai_defaults": (f"same-tiled-{tile}-zeros", monai_defaults),
         "ours_mirror_vs_monai_defaults": (f"same-tiled-{tile}", monai_defaults),
         "ours_whole_zeros_vs_monai_defaults": ("same-whole-zeros", monai_defaults),
+        # our default (automatic) tiling against MONAI's defaults, roi 512 and roi = our limit
+        "ours_auto_zeros_vs_monai_512_defaults": (keys["zeros"], keys["monai_512"]),
+        "ours_auto_mirror_vs_monai_512_defaults": (keys["mirror"], keys["monai_512"]),
+        "ours_auto_zeros_vs_monai_auto_defaults": (keys["zeros"], keys["monai_auto"]),
+        "ours_auto_mirror_vs_monai_auto_defaults": (keys["mirror"], keys["monai_auto"]),
+        "valid_auto_vs_whole": (keys["valid"], "valid-whole"),
     }
     return {
         name: results[other][column] / results[mine][column]
@@ -403,6 +455,7 @@ def check_targets(
     median_ratios: dict[str, float],
     best_ratios: dict[str, float],
     tile: int,
+    auto: int,
 ) -> list[dict[str, Any]]:
     """Compare the median ratios with the targets of the issue; best runs shown alongside."""
     wanted = [
@@ -414,11 +467,20 @@ def check_targets(
          "same_zeros_tiled_vs_whole", TILED_VS_WHOLE),
         (f"ours >= {VS_MONAI_EQUAL}x MONAI: the same tiles and batch",
          "ours_vs_monai_equal", VS_MONAI_EQUAL),
-        (f"ours >= {VS_MONAI_DEFAULTS}x MONAI defaults: both zero border",
-         "ours_zeros_vs_monai_defaults", VS_MONAI_DEFAULTS),
-        (f"ours >= {VS_MONAI_DEFAULTS}x MONAI defaults: ours mirrored",
-         "ours_mirror_vs_monai_defaults", VS_MONAI_DEFAULTS),
     ]  # fmt: skip
+    # our default tiling against MONAI at its defaults: roi 512, and roi = our tile limit
+    rois = {MONAI_ROI: "512"} if auto == MONAI_ROI else {MONAI_ROI: "512", auto: "auto"}
+    for roi, name in rois.items():
+        same_roi = " (= our limit)" if roi == auto else ""
+        for border, mine in (("both zero border", "zeros"), ("ours mirrored", "mirror")):
+            wanted.append(
+                (
+                    f"ours auto (<= {auto}) >= {VS_MONAI_DEFAULTS}x MONAI defaults, "
+                    f"roi {roi}{same_roi}: {border}",
+                    f"ours_auto_{mine}_vs_monai_{name}_defaults",
+                    VS_MONAI_DEFAULTS,
+                )
+            )
     targets = [
         {
             "target": name,
@@ -493,8 +555,9 @@ def print_report(
     """Print the results and the targets as two plain-text tables."""
     header = [
         "variant", "passes", "in Mpx", "median s", "best s", "Mpx/s", "vs whole",
-        "max|d|", "interior", "identical",
+        f"vs MONAI {MONAI_ROI}", "max|d|", "interior", "identical",
     ]  # fmt: skip
+    monai_median = results[f"same-monai-{MONAI_ROI}-defaults"]["median_s"]
     rows = []
     for variant in variants:
         result = results[variant.key]
@@ -507,6 +570,7 @@ def print_report(
                 f"{result['best_s']:.2f}",
                 f"{result['throughput_mpx_per_s']:.3f}",
                 f"{result['throughput_vs_whole']:.2f}",
+                f"{monai_median / result['median_s']:.2f}",
                 f"{result['max_abs_diff']:.3g}",
                 f"{result['max_abs_diff_interior']:.3g}",
                 "yes" if result["identical"] else "no",
@@ -548,12 +612,22 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         default=512,
         help="largest tile of our tiler; MONAI's roi at its defaults",
     )
-    parser.add_argument("--batch-size", type=int, default=4, help="our tiles per batch")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="our tiles per batch (the tiler's default: 1 on the CPU, 4 on a GPU)",
+    )
     parser.add_argument(
         "--extra-tiles",
         default="",
         help="more settings for our tiler, outside the targets: comma-separated TILE or "
         "TILExBATCH, e.g. 456,512x1,1136x1",
+    )
+    parser.add_argument(
+        "--monai-rois",
+        default="",
+        help="more rois for MONAI at its defaults, outside the targets: comma-separated, "
+        "e.g. 1024 (512 and our automatic limit are always run)",
     )
     parser.add_argument("--warmup-size", type=int, help="edge of the warm-up crop (size / 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
@@ -568,6 +642,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         arguments.repeats = 1 if arguments.quick else 3
     if arguments.warmup_size is None:
         arguments.warmup_size = max(arguments.size // 2, 64)
+    arguments.monai_rois = [int(roi) for roi in arguments.monai_rois.split(",") if roi.strip()]
     arguments.extra_tiles = [
         (int(tile), int(batch[0]) if batch else arguments.batch_size)
         for tile, *batch in (item.strip().split("x") for item in arguments.extra_tiles.split(","))
@@ -580,11 +655,19 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the tables, write the JSON file; always return 0."""
     arguments = parse_arguments(argv)
     device = select_device(arguments.device)
+    if arguments.batch_size is None:  # as `predict_tiled` chooses
+        arguments.batch_size = 1 if device.type == "cpu" else 4
     size, tile, batch = arguments.size, arguments.tile_size, arguments.batch_size
+    arguments.extra_tiles = [(t, b or batch) for t, b in arguments.extra_tiles]
     image, source = nuclei_mosaic(size)
     warmup = np.ascontiguousarray(image[: arguments.warmup_size, : arguments.warmup_size])
     models = light_unets(arguments.seed)
-    variants = all_variants(models, size, tile, batch, arguments.extra_tiles, device)
+    auto = auto_tile_size(models["same"], device, batch)
+    if auto_tile_size(models["valid"], device, batch) != auto:
+        raise RuntimeError("the valid and same twins were given different automatic tiles")
+    variants = all_variants(
+        models, size, tile, batch, arguments.extra_tiles, device, auto, arguments.monai_rois
+    )
 
     info = machine_info(device)
     print(
@@ -597,17 +680,19 @@ def main(argv: list[str] | None = None) -> int:
     info["load_average_end"] = list(os.getloadavg())
 
     results = summarise(variants, models, size)
-    median_ratios = ratios(results, tile, "median_s")
-    best_ratios = ratios(results, tile, "best_s")
-    targets = check_targets(results, median_ratios, best_ratios, tile)
+    median_ratios = ratios(results, tile, auto, "median_s")
+    best_ratios = ratios(results, tile, auto, "best_s")
+    targets = check_targets(results, median_ratios, best_ratios, tile, auto)
     reference_std = float(next(v for v in variants if v.key == "same-whole").output.std())
     caption = (
         f"{size}x{size} image ({source}); device {device}; {info['torch_threads']} torch "
         f"threads; {arguments.repeats} interleaved repeats. 'in Mpx': pixels fed to the "
         "network; 'Mpx/s': image megapixels per second (median); 'max|d|': largest "
         "|output - whole-image pass| of the same model, 'interior' the same more than "
-        f"the halo ({models['same'].halo} px) from the image border. The logits of these "
-        f"random networks vary with a standard deviation of {reference_std:.3g}."
+        f"the halo ({models['same'].halo} px) from the image border; 'vs MONAI "
+        f"{MONAI_ROI}': throughput over MONAI's at its defaults with roi {MONAI_ROI}. Our "
+        f"automatic tile limit here: {auto} px. The logits of these random networks vary "
+        f"with a standard deviation of {reference_std:.3g}."
     )
     print_report(variants, results, targets, caption)
 
@@ -622,8 +707,11 @@ def main(argv: list[str] | None = None) -> int:
             "order": "interleaved: every variant once per repeat, reversed on odd repeats",
             "timer": "time.perf_counter around one call: NumPy image in, NumPy logits out",
             "tile_size": tile,
+            "auto_tile_size": auto,
+            "monai_roi": MONAI_ROI,
             "batch_size": batch,
             "extra_tiles": arguments.extra_tiles,
+            "monai_rois": arguments.monai_rois,
             "seed": arguments.seed,
             "inference": "torch.inference_mode; float32 on the CPU; logits, no softmax",
         },

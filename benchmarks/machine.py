@@ -33,7 +33,7 @@ def describe_machine(device: torch.device, **versions: str) -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu": cpu,
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

@@ -69,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer.window.resize(1500, 950)
     viewer.open_sample("napari-unet-lab", args.sample)
     inspect = viewer.window.add_plugin_dock_widget("napari-unet-lab", "U-Net: Look inside")
-    trainer = viewer.window.add_plugin_dock_widget(
-        "napari-unet-lab", "U-Net: Train", tabify=True
-    )
+    trainer = viewer.window.add_plugin_dock_widget("napari-unet-lab", "U-Net: Train", tabify=True)
     _, widget = viewer.window.add_plugin_dock_widget(
         "napari-unet-lab", "U-Net: Predict", tabify=True
     )

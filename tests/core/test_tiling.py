@@ -7,6 +7,7 @@ import torch
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.model import UNet
 from napari_unet_lab.core.tiling import (
+    auto_tile_size,
     iter_predict_tiled,
     mirror_indices,
     plan_axis,
@@ -191,3 +192,35 @@ def test_zero_border_plan_covers_and_stays_on_grid(same_model):
 def test_zero_border_needs_same_padding(valid_model):
     with pytest.raises(ValueError, match="same-padding"):
         predict_tiled(valid_model, np.zeros((20, 20), np.float32), border="zeros")
+
+
+def test_automatic_tile_size_follows_device_and_memory():
+    light, wide = UNet(UNetConfig()), UNet(UNetConfig.paper())
+    plenty = 64 * 2**30
+    assert auto_tile_size(light, "cpu", 1, memory_budget=plenty) == 512
+    assert auto_tile_size(light, "cuda", 4, memory_budget=plenty) == 1024
+    # a wide net on a small GPU: smaller tiles, fewer still for larger batches
+    tight = 2 * 2**30
+    sizes = [auto_tile_size(wide, "cuda", batch, memory_budget=tight) for batch in (1, 4, 16)]
+    assert 1024 >= sizes[0] > sizes[1] > sizes[2] >= 4 * wide.halo
+    assert sizes[1] ** 2 * 4 * (10 * 64 + 1 + 2) * 2 <= tight  # batch 4, bfloat16
+    assert all(size % wide.size_multiple == 0 for size in sizes[:2])
+
+
+def test_automatic_tile_size_is_used_and_still_exact(valid_model, monkeypatch):
+    """The default tile size comes from the memory budget; the result stays the whole pass."""
+    from napari_unet_lab.core import tiling
+
+    per_pixel = (10 * 4 + 1 + 2) * 4  # the test model: 4 base channels, float32
+    monkeypatch.setattr(tiling, "_memory_budget", lambda device: 200**2 * per_pixel)
+    assert auto_tile_size(valid_model, "cpu") == 200
+    shape = (300, 257)
+    image = np.random.default_rng(8).random(shape, dtype=np.float32)
+    generator = iter_predict_tiled(valid_model, image, device="cpu", output="logits")
+    expected = [len(plan_axis(valid_model, length, 200).starts) for length in shape]
+    assert next(generator).total == expected[0] * expected[1] > 1
+    records = list(generator)  # the rest of the tiles, then the result
+    assert records[-1].done == records[-1].total
+    tiled = predict_tiled(valid_model, image, device="cpu", output="logits")
+    whole = predict_tiled(valid_model, image, tile_size=None, output="logits")
+    assert np.array_equal(tiled, whole)

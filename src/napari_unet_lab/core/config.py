@@ -56,7 +56,9 @@ class UNetConfig:
 class TilingConfig:
     """How an image is cut into overlapping tiles for prediction."""
 
-    tile_size: int = 512  # input tile edge in pixels, rounded down to a size the model accepts
+    # largest input tile edge in pixels, rounded down to a size the model accepts; "auto":
+    # `tiling.auto_tile_size` (512 on the CPU, 1024 on a GPU, less if memory is short)
+    tile_size: int | Literal["auto"] = "auto"
     batch_size: int | None = None  # tiles sent at once (memory bound); None: 4 on GPU, 1 on CPU
     device: str = "auto"  # "auto", "cuda", "mps" or "cpu"
     mixed_precision: bool | None = None  # None: on for CUDA, off elsewhere

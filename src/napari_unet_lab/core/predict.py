@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from .instances import class_labels, object_labels
+from .instances import OBJECT_THRESHOLD, class_labels, object_labels
 from .io import ModelInfo
 from .model import UNet
 from .normalize import intensity_range_for
 from .progress import Progress, run_to_end
-from .tiling import iter_predict_tiled
+from .tiling import TileSize, iter_predict_tiled
 
 
 @dataclass
@@ -114,10 +114,10 @@ def iter_segment(
     image: Any,
     *,
     rgb: bool = False,
-    tile_size: int | None = 512,
+    tile_size: TileSize = "auto",
     batch_size: int | None = None,
     device: str = "auto",
-    threshold: float = 0.5,
+    threshold: float = OBJECT_THRESHOLD,
     min_size: int = 15,
     split_touching: bool = True,
 ) -> Generator[Progress, None, Segmentation]:
@@ -132,7 +132,8 @@ def iter_segment(
     rgb : bool
         The image is RGB, channels last.
     tile_size, batch_size, device
-        Passed to `iter_predict_tiled`.
+        Passed to `iter_predict_tiled`; ``tile_size="auto"`` picks it for the
+        device and memory (`auto_tile_size`), None predicts in one pass.
     threshold, min_size, split_touching
         Passed to `object_labels`.
     """

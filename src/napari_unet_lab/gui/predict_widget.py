@@ -20,6 +20,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 
 from ..core.device import available_devices
+from ..core.instances import OBJECT_THRESHOLD
 from ..core.io import ModelFileError, builtin_models, load_model
 from ..core.predict import Segmentation, image_channel_axis, iter_segment
 from .background import BackgroundTask
@@ -44,12 +45,12 @@ class PredictWidget(Container):
         self.model = ComboBox(label="Model", choices=self._model_choices)
         self.model_file = FileEdit(label="Model file", filter="*.json *.safetensors", visible=False)
         self.threshold = FloatSlider(
-            label="Object probability", value=0.5, min=0.05, max=0.95, step=0.05
+            label="Object probability", value=OBJECT_THRESHOLD, min=0.05, max=0.95, step=0.05
         )
         self.min_size = SpinBox(label="Smallest object (px)", value=15, min=0, max=1_000_000)
         self.split_touching = CheckBox(text="Split touching objects", value=True)
         self.show_advanced = CheckBox(text="Advanced settings", value=False)
-        self.tile_size = SpinBox(label="Tile size (px)", value=512, min=64, max=8192, step=8)
+        self.tile_size = SpinBox(label="Tile size (px)", value=0, min=0, max=8192, step=8)
         self.batch_size = SpinBox(label="Tiles per batch", value=0, min=0, max=256)
         self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
         self.run_button = PushButton(text="Segment")
@@ -87,8 +88,14 @@ class PredictWidget(Container):
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.image.tooltip = "The image to segment (2D, or a stack segmented slice by slice)."
-        self.threshold.tooltip = "Pixels more likely than this to be an object count as object."
-        self.tile_size.tooltip = "Smaller tiles use less memory; the result is the same."
+        self.threshold.tooltip = (
+            "Objects start from pixels more likely than this to be an object, and grow over "
+            "pixels above half of it: higher separates touching objects better."
+        )
+        self.tile_size.tooltip = (
+            "0: automatic (512 px on the CPU, 1024 px on a GPU, less if memory is short). "
+            "Smaller tiles use less memory; the result is the same."
+        )
         self.batch_size.tooltip = "0: automatic (4 on a GPU, 1 on the CPU)."
         events = self._viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
@@ -136,7 +143,7 @@ class PredictWidget(Container):
             info,
             data,
             rgb=layer.rgb,
-            tile_size=self.tile_size.value,
+            tile_size=self.tile_size.value or "auto",
             batch_size=self.batch_size.value or None,
             device=self.device.value,
             threshold=self.threshold.value,
