@@ -139,6 +139,23 @@ def test_train_saves_a_model_the_plugin_loads(crops, tmp_path) -> None:
     assert report["validation_iou"] is not None
 
 
+def test_train_options_reach_the_training_settings(crops, tiny_model, tmp_path) -> None:
+    output = tmp_path / "tuned"
+    status = main(
+        ["train", str(crops), str(crops), "-o", str(output), "--from", str(tiny_model),
+         "--steps", "2", "--batch-size", "1", "--patch-size", "44", "--loss", "dice",
+         "--freeze-encoder", "--patience", "3", "-q", "--device", "cpu"]
+    )  # fmt: skip
+    assert status == cli.EXIT_OK
+    model, info = load_model(output.with_suffix(".json"))
+    settings = info.training["settings"]
+    assert (settings["loss"], settings["freeze_encoder"], settings["patience"]) == ("dice", True, 3)
+    base, _ = load_model(tiny_model)
+    for key, value in base.state_dict().items():  # the frozen encoder came through unchanged
+        if key.startswith(("encoders.", "bottleneck.")):
+            assert torch.equal(model.state_dict()[key], value), key
+
+
 def test_export_torchscript_agrees_with_the_model(tiny_model, tmp_path) -> None:
     output = tmp_path / "tiny.pt"
     assert main(["export", str(tiny_model), "--format", "torchscript", "-o", str(output)]) == 0

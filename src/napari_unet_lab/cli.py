@@ -32,6 +32,7 @@ from .core.io import ModelFileError, ModelInfo, builtin_models, load_model, mode
 from .core.metrics import AP_THRESHOLDS, segmentation_scores
 from .core.model import UNet
 from .core.model_export import ExportError, MissingPackageError
+from .core.train import LOSSES, TrainingSettings
 
 PROG = "napari-unet-lab"
 
@@ -254,6 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count(0),
         default=0,
         help="steps between validations; 0: after the last step only (default: 0)",
+    )
+    train.add_argument(
+        "--patience",
+        type=_count(0),
+        default=0,
+        help="stop after this many validations without gain, keeping the best weights; "
+        "0: never (default: 0)",
+    )
+    train.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=TrainingSettings().loss,
+        help=f"training loss (default: {TrainingSettings().loss})",
+    )
+    train.add_argument(
+        "--freeze-encoder", action="store_true", help="train only the decoder (fine-tuning)"
     )
     train.add_argument("--name", help="model name shown in napari (default: the file name)")
     train.add_argument(
@@ -786,7 +803,7 @@ def run_train(args: argparse.Namespace) -> int:
         class_balance_weights,
         semantic_target_from_instances,
     )
-    from .core.train import TrainingSettings, train
+    from .core.train import train
 
     if (args.validation_images is None) != (args.validation_labels is None):
         raise UsageError("give both --validation-images and --validation-labels, or neither")
@@ -859,6 +876,9 @@ def run_train(args: argparse.Namespace) -> int:
             patch_size=args.patch_size,
             learning_rate=args.learning_rate,
             validate_every=args.validate_every,
+            patience=args.patience,
+            loss=args.loss,
+            freeze_encoder=args.freeze_encoder,
             normalization=normalization,
         )
     except ValueError as error:
