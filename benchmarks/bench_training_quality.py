@@ -30,7 +30,7 @@ from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.instances import OBJECT_THRESHOLD
 from napari_unet_lab.core.io import ModelInfo, builtin_models, load_model
 from napari_unet_lab.core.metrics import average_precision, pixel_iou
-from napari_unet_lab.core.model import UNet
+from napari_unet_lab.core.model import UNet, randomly_initialised
 from napari_unet_lab.core.predict import segment
 from napari_unet_lab.core.targets import training_target
 from napari_unet_lab.core.train import TrainingRun, TrainingSettings
@@ -80,9 +80,7 @@ def starting_model(start: str, seed: int, device: torch.device) -> tuple[UNet, M
     if start == "base":
         model, info = load_model(builtin_models()["nuclei"])
         return model.to(device), info
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = UNet(UNetConfig())
+    model = randomly_initialised(UNetConfig(), seed)
     return model.to(device), ModelInfo(UNetConfig(), ["background", "nucleus"])
 
 

@@ -30,7 +30,7 @@ from .core.files import write_atomically
 from .core.instances import OBJECT_THRESHOLD
 from .core.io import ModelFileError, ModelInfo, builtin_models, load_model, model_paths
 from .core.metrics import AP_THRESHOLDS, segmentation_scores
-from .core.model import UNet
+from .core.model import UNet, randomly_initialised
 from .core.model_export import ExportError, MissingPackageError
 from .core.train import LOSSES, TrainingSettings
 
@@ -857,9 +857,7 @@ def run_train(args: argparse.Namespace) -> int:
             )
         except ValueError as error:
             raise UsageError(str(error)) from None
-        with torch.random.fork_rng(devices=[]):  # initial weights from the seed, globals kept
-            torch.manual_seed(args.seed)
-            model = UNet(config)
+        model = randomly_initialised(config, args.seed)  # from the seed, global state kept
     model.to(device)
 
     targets = [semantic_target_from_instances(labels) for labels in data.labels]

@@ -14,11 +14,10 @@ from napari_unet_lab.core.inspect import (
     iter_effective_receptive_field,
     iter_trained_and_untrained,
     limit_region,
-    randomly_initialised,
     stage_placements,
     theoretical_extent,
 )
-from napari_unet_lab.core.model import UNet
+from napari_unet_lab.core.model import UNet, randomly_initialised
 from napari_unet_lab.core.progress import run_to_end
 from napari_unet_lab.core.tiling import mirror_indices, plan_axis
 

@@ -384,3 +384,12 @@ def test_settings_survive_a_json_round_trip() -> None:
     assert TrainingSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
     with pytest.raises(ValueError, match="unknown training settings"):
         TrainingSettings.from_dict({"flips": True})
+
+
+def test_a_new_head_comes_from_its_seed_and_leaves_global_random_state_alone() -> None:
+    model = tiny_model()
+    state = torch.random.get_rng_state()
+    first, second = fine_tuning_copy(model, 3, rng=5), fine_tuning_copy(model, 3, rng=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(first.head.weight, second.head.weight)
+    assert not torch.equal(first.head.weight, fine_tuning_copy(model, 3, rng=6).head.weight)

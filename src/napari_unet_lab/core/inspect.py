@@ -24,7 +24,7 @@ import torch
 from scipy.optimize import curve_fit
 
 from .config import UNetConfig
-from .model import UNet
+from .model import UNet, randomly_initialised
 from .progress import Progress
 from .tiling import mirror_indices, read_mirrored
 
@@ -757,39 +757,6 @@ def iter_effective_receptive_field(
 
 
 # ----------------------------------------------------------------------------- training
-def randomly_initialised(
-    config: UNetConfig, generator: torch.Generator | int | None = None
-) -> UNet:
-    """Return an untrained U-Net, in evaluation mode, with PyTorch's default initialisation.
-
-    Every convolution's weights and biases are drawn uniformly from
-    ``±1 / sqrt(fan_in)``, as PyTorch does, but from `generator` (a seed or a
-    ``torch.Generator``), so the result is reproducible without touching
-    PyTorch's global random state. Batch norm starts as the identity.
-    """
-    if not isinstance(generator, torch.Generator):
-        seed = generator
-        generator = torch.Generator()
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(int(seed))
-    with torch.device("meta"):  # build without drawing from the global generator
-        model = UNet(config)
-    model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(module.weight)
-                bound = 1 / math.sqrt(fan_in)
-                module.weight.uniform_(-bound, bound, generator=generator)
-                if module.bias is not None:
-                    module.bias.uniform_(-bound, bound, generator=generator)
-            elif isinstance(module, torch.nn.BatchNorm2d):
-                module.reset_parameters()  # scale 1, shift 0, running mean 0, variance 1
-    return model.eval()
-
-
 def iter_trained_and_untrained(
     model: UNet,
     images: Sequence[Any],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -215,18 +216,14 @@ class UNet(nn.Module):
     def with_classes(self, n_classes: int, rng: int | None = None) -> UNet:
         """Return a copy for `n_classes` classes: all weights kept but a new head.
 
-        The new head is initialised as PyTorch initialises a fresh layer, from
-        `rng` if given (global random state untouched).
+        The new head is initialised as PyTorch initialises a fresh layer, drawn
+        from `rng` (see `randomly_initialised`; global random state untouched).
         """
         config = dataclasses.replace(self.config, n_classes=n_classes)
-        copy_ = UNet(config).to(next(self.parameters()).device)
+        copy_ = randomly_initialised(config, rng).to(next(self.parameters()).device)
         kept = {k: v for k, v in self.state_dict().items() if not k.startswith("head.")}
         copy_.load_state_dict(kept, strict=False)
-        if rng is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(rng)
-                copy_.head.reset_parameters()
-        return copy_
+        return copy_.train(self.training)
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -422,3 +419,36 @@ class UNet(nn.Module):
         ]
         named.append(("logits", self.head))
         return named
+
+
+def randomly_initialised(
+    config: UNetConfig, generator: torch.Generator | int | None = None
+) -> UNet:
+    """Return an untrained U-Net, in evaluation mode, with PyTorch's default initialisation.
+
+    Every convolution's weights and biases are drawn uniformly from
+    ``±1 / sqrt(fan_in)``, as PyTorch does, but from `generator` (a seed or a
+    ``torch.Generator``), so the result is reproducible without touching
+    PyTorch's global random state. Batch norm starts as the identity.
+    """
+    if not isinstance(generator, torch.Generator):
+        seed = generator
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+    with torch.device("meta"):  # build without drawing from the global generator
+        model = UNet(config)
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+                bound = 1 / math.sqrt(fan_in)
+                module.weight.uniform_(-bound, bound, generator=generator)
+                if module.bias is not None:
+                    module.bias.uniform_(-bound, bound, generator=generator)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.reset_parameters()  # scale 1, shift 0, running mean 0, variance 1
+    return model.eval()

@@ -28,7 +28,7 @@ from qtpy.QtCore import QTimer
 from ..core.config import AugmentationConfig, UNetConfig
 from ..core.device import available_devices, select_device
 from ..core.io import ModelFileError, ModelInfo, builtin_models, load_model, save_model
-from ..core.model import UNet
+from ..core.model import UNet, randomly_initialised
 from ..core.targets import rectangles_mask
 from ..core.train import (
     LOSSES,
@@ -330,11 +330,8 @@ class TrainWidget(Container):
             origin = self._origin if "go on" in self._origin else f"{self._origin} (go on)"
             return model, self._base_info, origin
         if choice == NEW_NETWORK:
-            import torch
-
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed.value)
-                return UNet(UNetConfig(in_channels=channels)), None, "a new network"
+            config = UNetConfig(in_channels=channels)
+            return randomly_initialised(config, self.seed.value), None, "a new network"
         path = self.model_file.value if choice == MODEL_FROM_FILE else choice
         if path is None or not Path(path).is_file():
             raise ValueError("choose a model file (.json or .safetensors) to start from")
