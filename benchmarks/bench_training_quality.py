@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {
         "machine": describe_machine(device),
         "validation_images": len(validation),
-        "command": "python -m benchmarks.bench_training_quality " + " ".join(argv or []),
+        "command": "python -m benchmarks.bench_training_quality " + " ".join(argv or sys.argv[1:]),
         "runs": [],
     }
 
