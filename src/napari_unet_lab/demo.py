@@ -164,6 +164,7 @@ def _train(viewer, docked, image, steps: int, output: Path) -> None:
     trainer.validate_every.value = max(steps // 4, 1)
     for layer in viewer.layers:
         layer.visible = layer is image
+    viewer.reset_view()  # the receptive-field step leaves the camera on its heat maps
     trainer.start()
     _wait_for(trainer)
     path = _screenshot(viewer, output / "train.png")
