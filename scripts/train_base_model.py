@@ -31,7 +31,7 @@ import torch
 
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.io import ModelInfo, save_model
-from napari_unet_lab.core.metrics import AP_THRESHOLDS, average_precision, pixel_iou
+from napari_unet_lab.core.metrics import segmentation_scores
 from napari_unet_lab.core.model import randomly_initialised
 from napari_unet_lab.core.predict import segment
 from napari_unet_lab.core.targets import (
@@ -187,17 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     val_names, val_images, val_labels = read_split(args.data / "val", args.limit_images)
     intersection = union = 0
     per_image, ap50, mean_ap = {}, {}, {}
-    model.eval()
-    info = ModelInfo(config, CLASS_NAMES, normalization=dict(settings.normalization))
+    scored = ModelInfo(config, CLASS_NAMES, normalization=dict(settings.normalization))
     for name, image, label in zip(val_names, val_images, val_labels, strict=True):
-        objects = segment(model, info, image, device=args.device).objects
-        predicted, truth = objects > 0, label > 0
-        per_image[name] = round(pixel_iou(predicted, truth), 4)
-        intersection += np.count_nonzero(predicted & truth)
-        union += np.count_nonzero(predicted | truth)
-        precision = average_precision(objects, label, AP_THRESHOLDS)
-        ap50[name] = round(precision[0.5], 4)
-        mean_ap[name] = round(float(np.mean(list(precision.values()))), 4)
+        scores = segmentation_scores(
+            segment(model, scored, image, device=args.device).objects, label
+        )
+        per_image[name] = round(scores["pixel_iou"], 4)
+        intersection += scores["pixel_intersection"]
+        union += scores["pixel_union"]
+        ap50[name] = round(scores["ap_50"], 4)
+        mean_ap[name] = round(scores["mean_average_precision"], 4)
     val_iou = intersection / union
     validation_seconds = time.perf_counter() - started
     log(
