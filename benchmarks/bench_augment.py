@@ -44,9 +44,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_unet_lab.core.augment import augment_batch, deform, elastic_displacement
 from napari_unet_lab.core.config import AugmentationConfig, UNetConfig
-from napari_unet_lab.core.model import UNet
+from napari_unet_lab.core.model.unet import UNet
+from napari_unet_lab.core.train.augment import augment_batch, deform, elastic_displacement
 
 try:  # run as `python -m benchmarks.NAME` or as `python benchmarks/NAME.py`
     from benchmarks.machine import describe_machine

@@ -44,7 +44,7 @@ import tifffile
 import torch
 from scipy import ndimage as ndi
 
-from napari_unet_lab.core.targets import border_weight_map, border_weight_map_naive
+from napari_unet_lab.core.train.targets import border_weight_map, border_weight_map_naive
 
 try:  # run as `python -m benchmarks.NAME` or as `python benchmarks/NAME.py`
     from benchmarks.machine import ROOT, describe_machine, write_report

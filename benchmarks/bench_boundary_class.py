@@ -33,12 +33,16 @@ from skimage.segmentation import watershed
 from benchmarks.bench_training_quality import DATA, THRESHOLDS, read_split
 from benchmarks.machine import ROOT, describe_machine, write_report
 from napari_unet_lab.core.config import UNetConfig
-from napari_unet_lab.core.io import ModelInfo
 from napari_unet_lab.core.metrics import average_precision
-from napari_unet_lab.core.model import randomly_initialised
-from napari_unet_lab.core.predict import segment
-from napari_unet_lab.core.targets import TrainingTarget, border_weight_map, class_balance_weights
-from napari_unet_lab.core.train import TrainingRun, TrainingSettings
+from napari_unet_lab.core.model.files import ModelInfo
+from napari_unet_lab.core.model.unet import randomly_initialised
+from napari_unet_lab.core.predict.segment import segment
+from napari_unet_lab.core.train.run import TrainingRun, TrainingSettings
+from napari_unet_lab.core.train.targets import (
+    TrainingTarget,
+    border_weight_map,
+    class_balance_weights,
+)
 
 INTERIOR, BOUNDARY = 1, 2
 

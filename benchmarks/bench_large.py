@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 from napari_unet_lab.core.config import UNetConfig
-from napari_unet_lab.core.io import ModelInfo
-from napari_unet_lab.core.model import UNet
+from napari_unet_lab.core.model.files import ModelInfo
+from napari_unet_lab.core.model.unet import UNet
 
 try:  # run as `python -m benchmarks.NAME` or as `python benchmarks/NAME.py`
     from benchmarks.machine import describe_machine, write_report
@@ -89,7 +89,7 @@ def write_nuclei_image(path: Path, size: int, seed: int = 0) -> dict[str, Any]:
     """Write a (size, size) uint16 OME-Zarr image of nuclei, one chunk at a time."""
     import zarr
 
-    from napari_unet_lab.core.ome_zarr import create_multiscale, label_axes
+    from napari_unet_lab.core.formats.ome_zarr import create_multiscale, label_axes
     from napari_unet_lab.samples import load_sample
 
     samples = [load_sample(f"nuclei_{i}")[0] for i in (1, 2, 3)]
@@ -182,8 +182,8 @@ def child(arguments: argparse.Namespace) -> None:
     if arguments.limit_gib:
         limit = int(arguments.limit_gib * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from napari_unet_lab.core.large import iter_predict_to_zarr
-    from napari_unet_lab.core.predict import iter_segment
+    from napari_unet_lab.core.predict.larger_than_memory import iter_predict_to_zarr
+    from napari_unet_lab.core.predict.segment import iter_segment
 
     model, info = threshold_unet()
     started = time.perf_counter()

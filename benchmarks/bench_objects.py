@@ -25,10 +25,10 @@ import torch
 
 from benchmarks.bench_training_quality import DATA, THRESHOLDS
 from benchmarks.machine import ROOT, describe_machine, write_report
-from napari_unet_lab.core.instances import OBJECT_THRESHOLD, SPLIT_DEPTH, object_labels
-from napari_unet_lab.core.io import builtin_models, load_model
 from napari_unet_lab.core.metrics import average_precision
-from napari_unet_lab.core.predict import segment
+from napari_unet_lab.core.model.files import builtin_models, load_model
+from napari_unet_lab.core.predict.objects import OBJECT_THRESHOLD, SPLIT_DEPTH, object_labels
+from napari_unet_lab.core.predict.segment import segment
 
 
 def foreground_probabilities(cache: Path | None) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -35,14 +35,14 @@ import numpy as np
 import torch
 
 from napari_unet_lab.core.config import UNetConfig
-from napari_unet_lab.core.inspect import (
+from napari_unet_lab.core.look_inside.feature_maps import (
     input_gradient,
     iter_effective_receptive_field,
     randomly_initialised,
 )
-from napari_unet_lab.core.model import UNet
+from napari_unet_lab.core.model.unet import UNet
+from napari_unet_lab.core.predict.tiling import mirror_indices, plan_axis
 from napari_unet_lab.core.progress import run_to_end
-from napari_unet_lab.core.tiling import mirror_indices, plan_axis
 
 try:  # run as `python -m benchmarks.NAME` or as `python benchmarks/NAME.py`
     from benchmarks.machine import write_report

@@ -46,12 +46,12 @@ import numpy as np
 import tifffile
 import torch
 
-from napari_unet_lab.core.augment import augment_batch
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.device import autocast
-from napari_unet_lab.core.model import UNet
-from napari_unet_lab.core.targets import training_target
-from napari_unet_lab.core.train import TrainingRun, TrainingSettings, training_loss
+from napari_unet_lab.core.model.unet import UNet
+from napari_unet_lab.core.train.augment import augment_batch
+from napari_unet_lab.core.train.run import TrainingRun, TrainingSettings, training_loss
+from napari_unet_lab.core.train.targets import training_target
 
 try:  # run as `python -m benchmarks.NAME` or as `python benchmarks/NAME.py`
     from benchmarks.machine import ROOT, describe_machine, write_report

@@ -28,13 +28,13 @@ import torch
 
 from benchmarks.machine import ROOT, describe_machine, write_report
 from napari_unet_lab.core.config import UNetConfig
-from napari_unet_lab.core.instances import OBJECT_THRESHOLD
-from napari_unet_lab.core.io import ModelInfo, builtin_models, load_model
 from napari_unet_lab.core.metrics import average_precision, pixel_iou
-from napari_unet_lab.core.model import UNet, randomly_initialised
-from napari_unet_lab.core.predict import segment
-from napari_unet_lab.core.targets import training_target
-from napari_unet_lab.core.train import TrainingRun, TrainingSettings
+from napari_unet_lab.core.model.files import ModelInfo, builtin_models, load_model
+from napari_unet_lab.core.model.unet import UNet, randomly_initialised
+from napari_unet_lab.core.predict.objects import OBJECT_THRESHOLD
+from napari_unet_lab.core.predict.segment import segment
+from napari_unet_lab.core.train.run import TrainingRun, TrainingSettings
+from napari_unet_lab.core.train.targets import training_target
 
 DATA = ROOT.parent / "shared" / "data" / "bbbc039"
 THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))

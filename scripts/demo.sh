@@ -8,7 +8,7 @@ bash "$repo/scripts/setup.sh"
 cd "$repo"
 
 if [ -n "${DISPLAY:-}" ]; then
-    exec .venv/bin/python -m napari_unet_lab.demo "$@"
+    exec .venv/bin/python -m napari_unet_lab.gui.demo "$@"
 else
-    exec xvfb-run -a .venv/bin/python -m napari_unet_lab.demo --headless "$@"
+    exec xvfb-run -a .venv/bin/python -m napari_unet_lab.gui.demo --headless "$@"
 fi

@@ -30,16 +30,16 @@ import tifffile
 import torch
 
 from napari_unet_lab.core.config import UNetConfig
-from napari_unet_lab.core.io import ModelInfo, save_model
 from napari_unet_lab.core.metrics import segmentation_scores
-from napari_unet_lab.core.model import randomly_initialised
-from napari_unet_lab.core.predict import segment
-from napari_unet_lab.core.targets import (
+from napari_unet_lab.core.model.files import ModelInfo, save_model
+from napari_unet_lab.core.model.unet import randomly_initialised
+from napari_unet_lab.core.predict.segment import segment
+from napari_unet_lab.core.train.run import TrainingRun, TrainingSettings
+from napari_unet_lab.core.train.targets import (
     border_weight_map,
     class_balance_weights,
     semantic_target_from_instances,
 )
-from napari_unet_lab.core.train import TrainingRun, TrainingSettings
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path("/work/shared/data/bbbc039")

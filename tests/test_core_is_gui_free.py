@@ -43,7 +43,7 @@ def test_importing_every_core_module_loads_no_gui_package() -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "napari_unet_lab.core.export" in report["imported"]
+    assert "napari_unet_lab.core.formats.tiff" in report["imported"]
     assert report["gui"] == []
 
 

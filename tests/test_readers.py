@@ -9,9 +9,9 @@ import torch
 import zarr
 
 from napari_unet_lab.core.config import UNetConfig
-from napari_unet_lab.core.io import ModelInfo
-from napari_unet_lab.core.large import predict_to_zarr
-from napari_unet_lab.core.model import UNet
+from napari_unet_lab.core.model.files import ModelInfo
+from napari_unet_lab.core.model.unet import UNet
+from napari_unet_lab.core.predict.larger_than_memory import predict_to_zarr
 from napari_unet_lab.readers import get_reader
 from napari_unet_lab.writers import write_labels_zarr
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_unet_lab.core.export import load_labels_tiff
+from napari_unet_lab.core.formats.tiff import load_labels_tiff
 from napari_unet_lab.writers import write_labels_tiff
 
 

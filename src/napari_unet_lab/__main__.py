@@ -2,11 +2,11 @@
 
 import sys
 
-from napari_unet_lab.cli import main as run_command_line
+from napari_unet_lab.cli.main import main as run_command_line
 
 
 def main() -> None:
-    """Run the command line (`napari_unet_lab.cli`) with the arguments in ``sys.argv``.
+    """Run the command line (`napari_unet_lab.cli.main`) with the arguments in ``sys.argv``.
 
     ``napari-unet-lab --help`` lists the subcommands; ``napari-unet-lab demo`` runs the demo.
     """

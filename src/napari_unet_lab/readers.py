@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari_unet_lab.core.large import open_prediction
-from napari_unet_lab.core.ome_zarr import Multiscale, read_ome_zarr, store_kind
+from napari_unet_lab.core.formats.ome_zarr import Multiscale, read_ome_zarr, store_kind
+from napari_unet_lab.core.predict.larger_than_memory import open_prediction
 
 LayerData = tuple[Any, dict[str, Any], str]
 

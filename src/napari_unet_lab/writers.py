@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from napari_unet_lab.core.export import save_labels_tiff
-from napari_unet_lab.core.ome_zarr import write_labels_ome_zarr
+from napari_unet_lab.core.formats.ome_zarr import write_labels_ome_zarr
+from napari_unet_lab.core.formats.tiff import save_labels_tiff
 
 
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:

@@ -22,8 +22,8 @@ def tiny_model_file(tmp_path):
     import torch
 
     from napari_unet_lab.core.config import UNetConfig
-    from napari_unet_lab.core.io import ModelInfo, save_model
-    from napari_unet_lab.core.model import UNet
+    from napari_unet_lab.core.model.files import ModelInfo, save_model
+    from napari_unet_lab.core.model.unet import UNet
 
     def make(in_channels=1, name="tiny"):
         torch.manual_seed(0)

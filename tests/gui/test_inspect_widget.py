@@ -5,10 +5,10 @@ import pytest
 from napari.layers import Image, Points, Shapes
 
 from napari_unet_lab.core.config import UNetConfig
-from napari_unet_lab.core.inspect import feature_maps, input_gradient
-from napari_unet_lab.core.io import ModelInfo, load_model, save_model
-from napari_unet_lab.core.model import randomly_initialised
-from napari_unet_lab.core.normalize import intensity_range_for
+from napari_unet_lab.core.images import intensity_range_for
+from napari_unet_lab.core.look_inside.feature_maps import feature_maps, input_gradient
+from napari_unet_lab.core.model.files import ModelInfo, load_model, save_model
+from napari_unet_lab.core.model.unet import randomly_initialised
 from napari_unet_lab.gui.inspect_widget import InspectWidget
 from napari_unet_lab.gui.predict_widget import MODEL_FROM_FILE
 

@@ -12,7 +12,7 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import QTimer
 from tests import synthetic
 
-from napari_unet_lab.core.io import load_model
+from napari_unet_lab.core.model.files import load_model
 from napari_unet_lab.gui.train_widget import CONTINUE, MODEL_FROM_FILE, TrainWidget
 
 TIMEOUT_MS = 120_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tifffile
 
-from napari_unet_lab.core.export import load_labels_tiff
+from napari_unet_lab.core.formats.tiff import load_labels_tiff
 
 
 def test_open_sample_adds_image_and_ground_truth(make_napari_viewer) -> None:

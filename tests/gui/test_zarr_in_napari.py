@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from napari_unet_lab.core.config import UNetConfig
-from napari_unet_lab.core.io import ModelInfo
-from napari_unet_lab.core.large import predict_to_zarr
-from napari_unet_lab.core.model import UNet
+from napari_unet_lab.core.model.files import ModelInfo
+from napari_unet_lab.core.model.unet import UNet
+from napari_unet_lab.core.predict.larger_than_memory import predict_to_zarr
 
 
 def test_labels_layer_saves_as_ome_zarr_and_opens_again_lazily(

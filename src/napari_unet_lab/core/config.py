@@ -52,18 +52,6 @@ class UNetConfig:
         return _from_dict(cls, settings, "U-Net")
 
 
-@dataclass(frozen=True)
-class TilingConfig:
-    """How an image is cut into overlapping tiles for prediction."""
-
-    # largest input tile edge in pixels, rounded down to a size the model accepts; "auto":
-    # `tiling.auto_tile_size` (512 on the CPU, 1024 on a GPU, less if memory is short)
-    tile_size: int | Literal["auto"] = "auto"
-    batch_size: int | None = None  # tiles sent at once (memory bound); None: 4 on GPU, 1 on CPU
-    device: str = "auto"  # "auto", "cuda", "mps" or "cpu"
-    mixed_precision: bool | None = None  # None: on for CUDA, off elsewhere
-
-
 Interpolation = Literal["bilinear", "bicubic"]
 
 

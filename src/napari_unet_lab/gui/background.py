@@ -11,7 +11,7 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
 
-from ..core.io import ModelFileError
+from ..core.model.files import ModelFileError
 from ..core.progress import Progress
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from magicgui.widgets import (
 from napari.layers import Image, Points, Shapes
 from napari.utils.notifications import show_warning
 
-from ..core.inspect import (
+from ..core.images import intensity_range_for
+from ..core.look_inside.feature_maps import (
     EffectiveReceptiveField,
     FeatureMap,
     PixelGradient,
@@ -29,9 +30,8 @@ from ..core.inspect import (
     iter_trained_and_untrained,
     stage_names,
 )
-from ..core.io import ModelFileError, builtin_models, load_model, read_model_info
-from ..core.normalize import intensity_range_for
-from ..core.predict import image_channel_axis
+from ..core.model.files import ModelFileError, builtin_models, load_model, read_model_info
+from ..core.predict.segment import image_channel_axis
 from ..core.progress import Progress
 from .background import BackgroundTask
 from .layers import (

@@ -20,9 +20,9 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 
 from ..core.device import available_devices
-from ..core.instances import OBJECT_THRESHOLD
-from ..core.io import ModelFileError, builtin_models, load_model
-from ..core.predict import Segmentation, image_channel_axis, iter_segment
+from ..core.model.files import ModelFileError, builtin_models, load_model
+from ..core.predict.objects import OBJECT_THRESHOLD
+from ..core.predict.segment import Segmentation, image_channel_axis, iter_segment
 from .background import BackgroundTask
 from .layers import image_data, show_result, spatial_placement
 

@@ -27,10 +27,9 @@ from qtpy.QtCore import QTimer
 
 from ..core.config import AugmentationConfig, UNetConfig
 from ..core.device import available_devices, select_device
-from ..core.io import ModelFileError, ModelInfo, builtin_models, load_model, save_model
-from ..core.model import UNet, randomly_initialised
-from ..core.targets import rectangles_mask
-from ..core.train import (
+from ..core.model.files import ModelFileError, ModelInfo, builtin_models, load_model, save_model
+from ..core.model.unet import UNet, randomly_initialised
+from ..core.train.run import (
     LOSSES,
     AnnotatedImage,
     Preview,
@@ -39,6 +38,7 @@ from ..core.train import (
     TrainingSettings,
     prepare_training,
 )
+from ..core.train.targets import rectangles_mask
 from .background import BackgroundTask
 from .layers import image_data, refresh_result, show_result, visible_region
 from .training_plot import TrainingPlot

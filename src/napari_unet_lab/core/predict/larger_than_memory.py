@@ -1,0 +1,679 @@
+"""Segment images larger than memory: tile by tile from lazy arrays into an OME-Zarr store.
+
+The image is read one tile at a time (NumPy, dask, zarr, or an OME-Zarr path) and
+every result is written to disk as soon as it exists, so memory holds one batch of
+tiles and one band of rows, never the whole image. The store is an OME-Zarr image
+(version 0.4) with labels::
+
+    prediction.zarr/          class probabilities, (class, [stack], Y, X) float32
+      0/ 1/ ...               full resolution, then every second pixel in Y and X
+      labels/classes/0 ...    the most likely class of each pixel
+      labels/objects/0 ...    separated objects, one label each (optional)
+
+so that napari (through this plugin's reader), napari-ome-zarr, Fiji and others
+open it as lazy, multiscale layers.
+
+The probabilities and classes are bit-identical to `predict_tiled` on the same
+image in memory: the same tiles go through the same network, and the softmax is
+taken over the same blocks of rows. The objects are found block by block with an
+overlap (see `iter_object_labels_blockwise`).
+
+With a dask.distributed ``client``, the network runs on the cluster's workers,
+each building the model once from its safetensors weights; the client reads the
+image, writes the store, and gets the same result as one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import torch
+import zarr
+
+from ..config import UNetConfig
+from ..device import select_device
+from ..formats.atomic import folder_written_atomically
+from ..formats.ome_zarr import (
+    PLUGIN_KEY,
+    STORE_FORMAT_VERSION,
+    Axis,
+    Multiscale,
+    create_multiscale,
+    iter_fill_pyramid,
+    ome_unit,
+    read_ome_zarr,
+)
+from ..images import intensity_range_for
+from ..model.files import ModelInfo
+from ..model.unet import UNet
+from ..progress import Progress, run_to_end
+from .objects import OBJECT_THRESHOLD, class_labels, object_labels
+from .segment import check_image, image_channel_axis
+from .tiling import (
+    SOFTMAX_ROWS,
+    TileSize,
+    _as_channels_first,
+    _batches,
+    _intensity_mapping,
+    _read_inputs,
+    _run,
+    _tiles,
+    iter_predict_tiled,
+    scores_to_probabilities,
+)
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An image opened for prediction without reading its pixels.
+
+    Attributes
+    ----------
+    data : array-like
+        The pixels, ``(..., Y, X)``: a dask array for zarr stores, else what was given.
+    axes : tuple of Axis or None
+        One per dimension of `data`, where the file names them (OME-Zarr).
+    scale : tuple of float or None
+        Pixel size per dimension of `data`, where the file gives it.
+    channel_axis : int or None
+        The axis the file marks as channels, if any.
+    name : str
+        A short name for the image.
+    """
+
+    data: Any
+    axes: tuple[Axis, ...] | None = None
+    scale: tuple[float, ...] | None = None
+    channel_axis: int | None = None
+    name: str = "image"
+
+
+def open_image(source: Any) -> ImageSource:
+    """Open an image lazily: an array, a zarr array, or a zarr / OME-Zarr path.
+
+    Parameters
+    ----------
+    source : array-like, zarr.Array, str or path-like
+        NumPy and dask arrays are used as they are. Zarr arrays, and paths to a
+        zarr array or to an OME-Zarr image (its full-resolution level), are
+        wrapped in dask, so nothing is read until a tile is. Axes of length 1
+        other than Y and X are dropped from OME-Zarr images (``(1, 1, 1, Y, X)``
+        becomes ``(Y, X)``).
+
+    Returns
+    -------
+    ImageSource
+    """
+    name = "image"
+    image_axes: tuple[Axis, ...] | None = None
+    image_scale: tuple[float, ...] | None = None
+    channel_axis = None
+    if isinstance(source, (str, os.PathLike)):
+        name = Path(source).stem
+        source = zarr.open(source, mode="r")
+        if isinstance(source, zarr.Group):
+            multiscale = read_ome_zarr(source)
+            data, image_axes, image_scale = multiscale.levels[0], multiscale.axes, multiscale.scale
+            keep = [
+                axis for axis in range(data.ndim) if data.shape[axis] > 1 or axis >= data.ndim - 2
+            ]
+            data = data[tuple(slice(None) if axis in keep else 0 for axis in range(data.ndim))]
+            image_axes = tuple(image_axes[axis] for axis in keep)
+            image_scale = tuple(image_scale[axis] for axis in keep)
+            channels = [i for i, axis in enumerate(image_axes) if axis.type == "channel"]
+            channel_axis = channels[0] if channels else None
+            name = multiscale.name
+            source = data
+    if isinstance(source, zarr.Array):
+        source = da.from_zarr(source)
+    return ImageSource(source, image_axes, image_scale, channel_axis, name)
+
+
+@dataclass
+class Prediction:
+    """A prediction store, opened lazily (see `open_prediction`).
+
+    Attributes
+    ----------
+    probabilities : Multiscale
+        Class probabilities, ``(class, [stack], Y, X)``.
+    classes : Multiscale
+        The most likely class of each pixel, ``([stack], Y, X)``; 0 is the background.
+    objects : Multiscale or None
+        Separated objects, one label each, if they were computed.
+    class_names : list of str
+        One per class.
+    settings : dict
+        How the prediction was made (model, tiles, object settings).
+    """
+
+    probabilities: Multiscale
+    classes: Multiscale
+    objects: Multiscale | None
+    class_names: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def open_prediction(path: str | os.PathLike) -> Prediction:
+    """Open a store written by `predict_to_zarr`; every level is a dask array.
+
+    Raises
+    ------
+    ValueError
+        If `path` is not such a store.
+    """
+    root = zarr.open_group(path, mode="r")
+    ours = dict(root.attrs).get(PLUGIN_KEY)
+    if not isinstance(ours, dict) or ours.get("kind") != "prediction":
+        raise ValueError(f"{path} is not a napari-unet-lab prediction store")
+    labels = root["labels"]
+    return Prediction(
+        probabilities=read_ome_zarr(root),
+        classes=read_ome_zarr(labels["classes"]),
+        objects=read_ome_zarr(labels["objects"]) if "objects" in labels else None,
+        class_names=list(ours.get("class_names", [])),
+        settings=dict(ours.get("settings", {})),
+    )
+
+
+def iter_predict_to_zarr(
+    model: UNet,
+    info: ModelInfo,
+    source: Any,
+    store: str | os.PathLike,
+    *,
+    client: Any = None,
+    rgb: bool = False,
+    tile_size: TileSize = "auto",
+    batch_size: int | None = None,
+    device: str = "auto",
+    mixed_precision: bool | None = None,
+    objects: bool = True,
+    threshold: float = OBJECT_THRESHOLD,
+    min_size: int = 15,
+    split_touching: bool = True,
+    object_block_size: int = 1024,
+    object_margin: int = 128,
+    chunk_size: int = 512,
+    levels: int | None = None,
+    scale: Sequence[float] | None = None,
+    units: str | Sequence[str | None] | None = None,
+    overwrite: bool = False,
+) -> Generator[Progress, None, Path]:
+    """Segment an image of any size into an OME-Zarr store, yielding progress.
+
+    Parameters
+    ----------
+    model, info : UNet, ModelInfo
+        The trained network and its description (normalisation, classes).
+    source : array-like, zarr.Array, str or path-like
+        The image; see `open_image`. Only the tiles being predicted are read.
+    store : str or path-like
+        The store to create, conventionally ending in ``.zarr``. It appears only
+        once complete (written beside it, then renamed); closing the generator
+        (cancel) removes the unfinished one.
+    client : distributed.Client, optional
+        Run the network on this dask.distributed cluster's workers; the result is
+        identical. Workers need napari-unet-lab installed, not the image's files.
+    rgb, tile_size, batch_size, device, mixed_precision
+        As for `iter_segment` / `iter_predict_tiled`; with a `client`, `device` is
+        chosen on each worker, each task predicts `batch_size` tiles (1 by default),
+        and ``tile_size="auto"`` follows the CPU rule of `auto_tile_size` (512 px).
+    objects : bool
+        Also separate objects (`iter_object_labels_blockwise`).
+    threshold, min_size, split_touching
+        Passed to `object_labels`.
+    object_block_size, object_margin : int
+        Blocks the objects are found in, and the overlap each block reads around
+        itself: objects up to `object_margin` pixels across are never cut.
+    chunk_size : int
+        Zarr chunk edge in Y and X.
+    levels : int or None
+        Resolution levels for viewing, each half the size of the one before;
+        None: until the image fits in one chunk.
+    scale, units : optional
+        Pixel size and unit (one for all, or one each) per axis of the result,
+        ``([stack], Y, X)``; by default those of an OME-Zarr source, else 1 pixel.
+    overwrite : bool
+        Replace an existing store; without it nothing existing is touched.
+
+    Yields
+    ------
+    Progress
+        Per batch of tiles, then per band of rows, block of objects and pyramid band.
+
+    Returns
+    -------
+    Path
+        The store.
+
+    Notes
+    -----
+    Peak memory is one batch of tiles and its network activations, plus one band
+    of ``chunk_size`` rows (rounded to a multiple of 256) across the whole image
+    width while probabilities are computed, and one object block with its margin.
+    The logits are first written where the probabilities go, and turned into
+    probabilities band by band: the softmax blocks are those `predict_tiled` uses.
+    """
+    if model.config != info.config:
+        raise ValueError("the model does not match its description")
+    config = model.config
+    image = open_image(source)
+    data = image.data
+    check_image(data)
+    if image.channel_axis is not None and config.in_channels > 1:
+        channel_axis = image.channel_axis
+    else:
+        channel_axis = image_channel_axis(tuple(data.shape), config.in_channels, rgb)
+    with _local_reads(client):
+        intensity_range = intensity_range_for(data, info.normalization)
+    image_axes = [
+        axis
+        for axis in range(data.ndim)
+        if channel_axis is None or axis != channel_axis % data.ndim
+    ]
+    shape = tuple(int(data.shape[axis]) for axis in image_axes)  # ([stack], Y, X)
+    if image.axes is not None and units is None:
+        axes = tuple(image.axes[axis] for axis in image_axes)
+    else:
+        axes = _default_axes(len(shape), units)
+    if scale is not None:
+        pixel_size = tuple(float(s) for s in scale)
+    elif image.scale is not None:
+        pixel_size = tuple(image.scale[axis] for axis in image_axes)
+    else:
+        pixel_size = (1.0,) * len(shape)
+    if len(pixel_size) != len(shape):
+        raise ValueError(f"got {len(pixel_size)} pixel sizes for a result of shape {shape}")
+    n_classes, stack = config.n_classes, len(shape) - 2
+    chunks = (1,) * stack + (chunk_size, chunk_size)
+    settings = {
+        "model": info.name,
+        "source": str(source) if isinstance(source, (str, os.PathLike)) else image.name,
+        "tile_size": tile_size,
+        "intensity_range": list(intensity_range),
+        "objects": objects,
+        "threshold": threshold,
+        "min_size": min_size,
+        "split_touching": split_touching,
+        "object_block_size": object_block_size,
+        "object_margin": object_margin,
+    }
+
+    with folder_written_atomically(store, overwrite=overwrite) as folder:
+        root = zarr.open_group(folder, mode="w", zarr_format=2)
+        probabilities = create_multiscale(
+            root,
+            (n_classes, *shape),
+            np.float32,
+            (Axis("c", "channel"), *axes),
+            (1.0, *pixel_size),
+            name="probabilities",
+            chunks=(1, *chunks),
+            levels=levels,
+        )
+        label_group = root.create_group("labels")
+        label_group.attrs["labels"] = ["classes", "objects"] if objects else ["classes"]
+        as_label = {"source": {"image": "../../"}}
+        classes = create_multiscale(
+            label_group.create_group("classes"),
+            shape,
+            np.uint8 if n_classes <= 256 else np.uint16,
+            axes,
+            pixel_size,
+            name="classes",
+            chunks=chunks,
+            levels=levels,
+            label=as_label,
+        )
+        pyramids = [probabilities, classes]
+        if objects:
+            pyramids.append(
+                create_multiscale(
+                    label_group.create_group("objects"),
+                    shape,
+                    np.uint32,
+                    axes,
+                    pixel_size,
+                    name="objects",
+                    chunks=chunks,
+                    levels=levels,
+                    label=as_label,
+                )
+            )
+        root.attrs[PLUGIN_KEY] = {
+            "kind": "prediction",
+            "format_version": STORE_FORMAT_VERSION,
+            "class_names": list(info.class_names),
+            "settings": settings,
+        }
+
+        logits = _ClassAxisFirst(probabilities[0], stack)
+        if client is None:
+            yield from iter_predict_tiled(
+                model,
+                data,
+                tile_size=tile_size,
+                batch_size=batch_size,
+                device=device,
+                mixed_precision=mixed_precision,
+                channel_axis=channel_axis,
+                intensity_range=intensity_range,
+                output="logits",
+                out=logits,
+            )
+        else:
+            yield from _iter_predict_tiled_on_cluster(
+                client,
+                model,
+                data,
+                out=logits,
+                tile_size=tile_size,
+                batch_size=batch_size,
+                device=device,
+                mixed_precision=mixed_precision,
+                channel_axis=channel_axis,
+                intensity_range=intensity_range,
+            )
+        yield from _iter_probabilities_and_classes(probabilities[0], classes[0])
+        if objects:
+            count = yield from iter_object_labels_blockwise(
+                _Foreground(probabilities[0]),
+                pyramids[2][0],
+                threshold=threshold,
+                min_size=min_size,
+                split_touching=split_touching,
+                block_size=object_block_size,
+                margin=object_margin,
+            )
+            root.attrs[PLUGIN_KEY] = {**root.attrs[PLUGIN_KEY], "object_count": count}
+        for pyramid in pyramids:
+            yield from iter_fill_pyramid(pyramid)
+    return Path(store)
+
+
+def predict_to_zarr(
+    model: UNet, info: ModelInfo, source: Any, store: str | os.PathLike, **settings: Any
+) -> Path:
+    """Segment an image of any size into an OME-Zarr store; see `iter_predict_to_zarr`."""
+    return run_to_end(iter_predict_to_zarr(model, info, source, store, **settings))
+
+
+def iter_object_labels_blockwise(
+    foreground: Any,
+    out: Any,
+    *,
+    threshold: float = OBJECT_THRESHOLD,
+    min_size: int = 15,
+    split_touching: bool = True,
+    block_size: int = 1024,
+    margin: int = 128,
+) -> Generator[Progress, None, int]:
+    """Separate objects block by block, for foreground maps larger than memory.
+
+    Each block is read with `margin` pixels around it and given to
+    `object_labels`. A block keeps the objects whose first pixel (in row-major
+    order) lies inside it, and writes them whole, margin included, where `out`
+    is still 0. An object is therefore kept by exactly one block and never cut
+    at a block border, as long as it is less than `margin` pixels across.
+
+    Parameters
+    ----------
+    foreground : array-like, shape (..., Y, X)
+        Probability of belonging to any object class; read one block at a time.
+    out : array-like of uint32, same shape, filled with 0
+        Where the labels are written (a zarr array, say).
+    threshold, min_size, split_touching
+        Passed to `object_labels`.
+    block_size : int
+        Edge of the blocks, in pixels.
+    margin : int
+        Context read around each block; larger than any object.
+
+    Yields
+    ------
+    Progress
+        After each block.
+
+    Returns
+    -------
+    int
+        The number of objects; they are labelled 1 to that number.
+
+    Notes
+    -----
+    `object_labels` decides each object from its own connected region of the
+    thresholded map (neck splitting, size filter) and from the region grown
+    around it, so an object with its neighbourhood inside the block and margin
+    gets the same pixels as in a whole-image call. Objects wider than the margin
+    may be cut where blocks meet; numbering follows the blocks, so it differs
+    from a whole-image call.
+    """
+    if block_size < 1 or margin < 0:
+        raise ValueError("block_size must be positive and margin non-negative")
+    *stack_shape, height, width = foreground.shape
+    blocks = [
+        (stack_index, top, left)
+        for stack_index in np.ndindex(*stack_shape)
+        for top in range(0, height, block_size)
+        for left in range(0, width, block_size)
+    ]
+    count = 0
+    for done, (stack_index, top, left) in enumerate(blocks, 1):
+        bottom, right = min(top + block_size, height), min(left + block_size, width)
+        y0, x0 = max(0, top - margin), max(0, left - margin)
+        y1, x1 = min(height, bottom + margin), min(width, right + margin)
+        region = np.asarray(foreground[(*stack_index, slice(y0, y1), slice(x0, x1))])
+        labels = object_labels(
+            region, threshold=threshold, min_size=min_size, split_touching=split_touching
+        )
+        ids, first = np.unique(labels.ravel(), return_index=True)
+        rows, columns = np.divmod(first, labels.shape[1])
+        inside = (ids > 0) & (rows + y0 >= top) & (rows + y0 < bottom)
+        inside &= (columns + x0 >= left) & (columns + x0 < right)
+        kept = ids[inside][np.argsort(first[inside])]  # numbered in row-major order
+        if len(kept):
+            lookup = np.zeros(int(labels.max()) + 1, np.uint32)
+            lookup[kept] = np.arange(count + 1, count + len(kept) + 1, dtype=np.uint32)
+            new = lookup[labels]
+            found = np.nonzero(new)
+            (a, b), (c, d) = (
+                (int(found[0].min()), int(found[0].max()) + 1),
+                (int(found[1].min()), int(found[1].max()) + 1),
+            )
+            key = (*stack_index, slice(y0 + a, y0 + b), slice(x0 + c, x0 + d))
+            written = np.asarray(out[key])
+            new = new[a:b, c:d]
+            free = (written == 0) & (new > 0)  # a pixel another block claimed stays its
+            written[free] = new[free]
+            out[key] = written
+            count += len(kept)
+        yield Progress(done, len(blocks), f"separated objects in block {done} of {len(blocks)}")
+    return count
+
+
+# ------------------------------------------------------------------------- internals
+def _default_axes(ndim: int, units: str | Sequence[str | None] | None) -> tuple[Axis, ...]:
+    """Axes ``(..., z, y, x)`` for images whose file does not name them."""
+    if units is None or isinstance(units, str):
+        units = [units] * ndim
+    if len(units) != ndim:
+        raise ValueError(f"got {len(units)} units for {ndim} axes")
+    names = [f"dim_{i}" for i in range(ndim - 3)] + ["z", "y", "x"][-min(ndim, 3) :]
+    return tuple(
+        Axis(name, "space" if name in ("z", "y", "x") else None, ome_unit(unit))
+        for name, unit in zip(names, units, strict=True)
+    )
+
+
+class _ClassAxisFirst:
+    """Index an array stored (C, ..., Y, X) as (..., C, Y, X), as tiles are written.
+
+    Stack indices are single positions (as the tiler writes), so values keep their shape.
+    """
+
+    def __init__(self, array: Any, stack_ndim: int):
+        self.array, self.stack_ndim = array, stack_ndim
+        shape = tuple(array.shape)
+        self.shape = (*shape[1 : 1 + stack_ndim], shape[0], *shape[-2:])
+
+    def _key(self, key: tuple) -> tuple:
+        n = self.stack_ndim
+        return (key[n], *key[:n], *key[n + 1 :])
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        return self.array[self._key(key)]
+
+    def __setitem__(self, key: tuple, value: np.ndarray) -> None:
+        self.array[self._key(key)] = value
+
+
+class _Foreground:
+    """``1 - p(background)`` of a (C, ..., Y, X) probability array, read on demand."""
+
+    def __init__(self, probabilities: Any):
+        self.probabilities = probabilities
+        self.shape = tuple(probabilities.shape[1:])
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        # the same float32 arithmetic as `iter_segment` on an image in memory
+        return 1.0 - np.asarray(self.probabilities[(0, *key)])
+
+
+def _iter_probabilities_and_classes(scores: Any, classes: Any) -> Generator[Progress, None, None]:
+    """Turn logits (C, ..., Y, X) into probabilities in place, and write the classes.
+
+    Bands of rows start on multiples of `SOFTMAX_ROWS`, so `scores_to_probabilities`
+    rounds every pixel as `predict_tiled` does on the whole image.
+    """
+    *stack_shape, height, _ = classes.shape
+    band_rows = SOFTMAX_ROWS * max(1, round(classes.chunks[-2] / SOFTMAX_ROWS))
+    bands = [
+        (stack_index, slice(top, min(top + band_rows, height)))
+        for stack_index in np.ndindex(*stack_shape)
+        for top in range(0, height, band_rows)
+    ]
+    for done, (stack_index, rows) in enumerate(bands, 1):
+        key = (slice(None), *stack_index, rows)
+        band = np.asarray(scores[key])  # (C, rows, X)
+        scores_to_probabilities(band)
+        scores[key] = band
+        classes[(*stack_index, rows)] = class_labels(band)
+        yield Progress(done, len(bands), f"class probabilities: band {done} of {len(bands)}")
+
+
+def _local_reads(client: Any) -> contextlib.AbstractContextManager:
+    """Read dask arrays in this process, even where a distributed client is the default."""
+    # dask.config.set applies on creation: only ever call this in a `with` statement
+    return dask.config.set(scheduler="threads") if client is not None else contextlib.nullcontext()
+
+
+def _model_payload(model: UNet) -> tuple[str, dict[str, Any], bytes]:
+    """Return (checksum, architecture, safetensors weights): all a worker needs, no pickle."""
+    from safetensors.torch import save
+
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    weights = save(state)
+    return hashlib.sha256(weights).hexdigest(), model.config.to_dict(), weights
+
+
+_worker_models: dict[tuple[str, str], tuple[UNet, torch.device]] = {}
+_worker_lock = threading.Lock()
+
+
+def _predict_on_worker(
+    payload: tuple[str, dict[str, Any], bytes],
+    inputs: np.ndarray,
+    device: str,
+    mixed_precision: bool | None,
+) -> np.ndarray:
+    """Run the network on a batch of tiles on a dask worker; the model is built once per worker."""
+    from safetensors.torch import load
+
+    checksum, architecture, weights = payload
+    with _worker_lock:
+        if (checksum, device) not in _worker_models:
+            model = UNet(UNetConfig.from_dict(architecture))
+            model.load_state_dict(load(weights))
+            target = select_device(device)
+            _worker_models.clear()  # one model at a time
+            _worker_models[checksum, device] = (model.for_inference().to(target), target)
+        model, target = _worker_models[checksum, device]
+    return _run(model, inputs, target, mixed_precision)
+
+
+def _iter_predict_tiled_on_cluster(
+    client: Any,
+    model: UNet,
+    image: Any,
+    *,
+    out: Any,
+    tile_size: TileSize,
+    batch_size: int | None,
+    device: str,
+    mixed_precision: bool | None,
+    channel_axis: int | None,
+    intensity_range: tuple[float, float],
+) -> Generator[Progress, None, None]:
+    """`iter_predict_tiled` (logits) with the network on the workers of a dask cluster.
+
+    The same tiles, read and scaled by the same code; a few batches per worker
+    thread are in flight at once, so memory stays bounded.
+    """
+    from distributed import as_completed
+
+    if batch_size is not None and batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    config = model.config
+    image = _as_channels_first(image, config.in_channels, channel_axis)
+    height, width = image.shape[-2:]
+    tiles = _tiles(model, (*image.shape[:-3], height, width), tile_size)
+    low, scale = _intensity_mapping(intensity_range)
+    batches = iter(_batches(tiles, batch_size or 1))
+    [payload] = client.scatter([_model_payload(model)], broadcast=True)
+    in_flight = 2 * max(1, sum(client.nthreads().values()))
+    pending: dict[Any, list] = {}
+    finished = as_completed()
+
+    def submit_next() -> None:
+        batch = next(batches, None)
+        if batch is None:
+            return
+        with _local_reads(client):
+            inputs = _read_inputs(image, batch, low, scale)
+        future = client.submit(
+            _predict_on_worker, payload, inputs, str(device), mixed_precision, pure=False
+        )
+        pending[future] = batch
+        finished.add(future)
+
+    try:
+        for _ in range(in_flight):
+            submit_next()
+        done = 0
+        yield Progress(0, len(tiles), "predicting on the cluster")
+        for future in finished:
+            batch = pending.pop(future)
+            result = future.result()
+            for tile, prediction in zip(batch, result, strict=True):
+                out[(*tile.stack_index, slice(None), tile.out_y, tile.out_x)] = prediction[
+                    :, tile.keep_y, tile.keep_x
+                ]
+            done += len(batch)
+            submit_next()
+            yield Progress(done, len(tiles), f"predicted {done} of {len(tiles)} tiles")
+    finally:
+        if pending:
+            client.cancel(list(pending))
