@@ -37,8 +37,9 @@ from napari_unet_lab.core.metrics import average_precision
 from napari_unet_lab.core.model.files import ModelInfo
 from napari_unet_lab.core.model.unet import randomly_initialised
 from napari_unet_lab.core.predict.segment import segment
-from napari_unet_lab.core.train.run import TrainingRun, TrainingSettings
-from napari_unet_lab.core.train.targets import (
+from napari_unet_lab.core.train import (
+    TrainingRun,
+    TrainingSettings,
     TrainingTarget,
     border_weight_map,
     class_balance_weights,

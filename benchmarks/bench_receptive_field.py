@@ -35,13 +35,12 @@ import numpy as np
 import torch
 
 from napari_unet_lab.core.config import UNetConfig
-from napari_unet_lab.core.look_inside.feature_maps import (
+from napari_unet_lab.core.look_inside.receptive_field import (
     input_gradient,
     iter_effective_receptive_field,
-    randomly_initialised,
 )
-from napari_unet_lab.core.model.unet import UNet
-from napari_unet_lab.core.predict.tiling import mirror_indices, plan_axis
+from napari_unet_lab.core.model.unet import UNet, randomly_initialised
+from napari_unet_lab.core.predict.tile_plan import mirror_indices, plan_axis
 from napari_unet_lab.core.progress import run_to_end
 
 try:  # run as `python -m benchmarks.NAME` or as `python benchmarks/NAME.py`

@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.device import autocast, select_device
 from napari_unet_lab.core.model.unet import UNet
-from napari_unet_lab.core.predict.tiling import Border, auto_tile_size, plan_axis, predict_tiled
+from napari_unet_lab.core.predict.tile_plan import Border, auto_tile_size, plan_axis
+from napari_unet_lab.core.predict.tiling import predict_tiled
 
 try:  # run as `python -m benchmarks.NAME` or as `python benchmarks/NAME.py`
     from benchmarks.machine import describe_machine, write_report

@@ -49,9 +49,13 @@ import torch
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.device import autocast
 from napari_unet_lab.core.model.unet import UNet
-from napari_unet_lab.core.train.augment import augment_batch
-from napari_unet_lab.core.train.run import TrainingRun, TrainingSettings, training_loss
-from napari_unet_lab.core.train.targets import training_target
+from napari_unet_lab.core.train import (
+    TrainingRun,
+    TrainingSettings,
+    augment_batch,
+    training_loss,
+    training_target,
+)
 
 try:  # run as `python -m benchmarks.NAME` or as `python benchmarks/NAME.py`
     from benchmarks.machine import ROOT, describe_machine, write_report
@@ -109,7 +113,7 @@ def variants(run: TrainingRun) -> list[Variant]:
     settings = run.settings
     fixed = run.batch()  # the batch every bare step trains on
     raw = [run.sample_patch() for _ in range(settings.batch_size)]
-    raw_images = torch.from_numpy(np.stack([p[0] for p in raw]))[:, None].to(device)
+    raw_images = torch.from_numpy(np.stack([p[0] for p in raw])).to(device)  # (B, C, P, P)
     raw_classes = torch.from_numpy(np.stack([p[1] for p in raw])).to(device)
     raw_weights = torch.from_numpy(np.stack([p[2] for p in raw])).to(device)
     output = (run.output_size, run.output_size)

@@ -6,9 +6,12 @@ IoU 0.5:0.95 (`core.metrics.average_precision`), after the objects step of predi
 several points of training, against wall time. Also scores the shipped base model as it
 is (``--runs base:0``).
 
-Run (one condition per ``--runs`` item, ``start:images[:loss]``)::
+Run (one condition per ``--runs`` item, ``start:images[:loss[:class_balance]]``, the
+class balance ``all_images`` or ``per_image`` as in `TargetConfig`)::
 
     .venv/bin/python -m benchmarks.bench_training_quality --runs scratch:3 base:3 --steps 400
+    .venv/bin/python -m benchmarks.bench_training_quality \
+        --runs scratch:3::all_images scratch:3::per_image --steps 300
 
 Results are written after every evaluation, so a stopped run keeps what it measured.
 """
@@ -27,14 +30,14 @@ import tifffile
 import torch
 
 from benchmarks.machine import ROOT, describe_machine, write_report
-from napari_unet_lab.core.config import UNetConfig
+from napari_unet_lab.core.config import TargetConfig, UNetConfig
 from napari_unet_lab.core.metrics import average_precision, pixel_iou
 from napari_unet_lab.core.model.files import ModelInfo, builtin_models, load_model
 from napari_unet_lab.core.model.unet import UNet, randomly_initialised
 from napari_unet_lab.core.predict.objects import OBJECT_THRESHOLD
 from napari_unet_lab.core.predict.segment import segment
-from napari_unet_lab.core.train.run import TrainingRun, TrainingSettings
-from napari_unet_lab.core.train.targets import training_target
+from napari_unet_lab.core.progress import run_to_end
+from napari_unet_lab.core.train import AnnotatedImage, TrainingSettings, prepare_training
 
 DATA = ROOT.parent / "shared" / "data" / "bbbc039"
 THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))
@@ -89,6 +92,7 @@ def run_condition(
     start: str,
     n_images: int,
     loss: str,
+    targets: TargetConfig,
     args: argparse.Namespace,
     train_split: list,
     validation: list,
@@ -102,6 +106,7 @@ def run_condition(
         "start": start,
         "images": n_images,
         "loss": loss,
+        "targets": targets.to_dict(),
         "training_images": [name for name, _, _ in train_split[:n_images]],
         "points": [],
     }
@@ -115,9 +120,6 @@ def run_condition(
         save()
         return
     chosen = train_split[:n_images]
-    started = time.perf_counter()
-    targets = [training_target(labels, "objects") for _, _, labels in chosen]
-    entry["target_seconds"] = round(time.perf_counter() - started, 2)
     settings = TrainingSettings(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -126,12 +128,15 @@ def run_condition(
         loss=loss,
     )
     entry["settings"] = settings.to_dict()
-    run = TrainingRun(model, [image for _, image, _ in chosen], targets, None, settings, args.seed)
+    items = [AnnotatedImage(image, labels, "objects", name=name) for name, image, labels in chosen]
+    started = time.perf_counter()
+    run = run_to_end(prepare_training(model, items, (), settings, args.seed, targets))
+    entry["target_seconds"] = round(time.perf_counter() - started, 2)
     checkpoints = set(args.evaluate_at) | {args.steps}
     for progress in run.run():
         if progress.step in checkpoints:
             started = time.perf_counter()
-            scores = evaluate(model, info, validation, args.threshold)
+            scores = evaluate(run.model, info, validation, args.threshold)
             entry["points"].append(
                 {
                     "step": progress.step,
@@ -144,7 +149,8 @@ def run_condition(
                     "evaluation_seconds": round(time.perf_counter() - started, 1),
                 }
             )
-            print(f"{start}:{n_images}:{loss} {entry['points'][-1]}", flush=True)
+            condition = f"{start}:{n_images}:{loss}:{targets.class_balance}"
+            print(f"{condition} {entry['points'][-1]}", flush=True)
             save()
 
 
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "--runs",
         nargs="+",
         default=["base:0", "scratch:3", "base:3"],
-        help="conditions start:images[:loss], start 'base' or 'scratch'",
+        help="conditions start:images[:loss[:class_balance]], start 'base' or 'scratch'",
     )
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--evaluate-at", type=int, nargs="*", default=[100, 200])
@@ -192,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         start, images, *rest = item.split(":")
         if start not in ("base", "scratch"):
             parser.error(f"start must be 'base' or 'scratch', got {start!r}")
-        loss = rest[0] if rest else args.loss
-        run_condition(start, int(images), loss, args, train_split, validation, device, record, save)
+        loss = rest[0] if rest and rest[0] else args.loss
+        targets = TargetConfig(class_balance=rest[1]) if len(rest) > 1 else TargetConfig()
+        run_condition(
+            start, int(images), loss, targets, args, train_split, validation, device, record, save
+        )
     print(json.dumps(record["runs"], indent=1))
     return 0
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,16 +28,17 @@ import numpy as np
 import tifffile
 import torch
 
-from napari_unet_lab.core.config import UNetConfig
+from napari_unet_lab.core.config import TargetConfig, UNetConfig
 from napari_unet_lab.core.metrics import segmentation_scores
 from napari_unet_lab.core.model.files import ModelInfo, save_model
 from napari_unet_lab.core.model.unet import randomly_initialised
 from napari_unet_lab.core.predict.segment import segment
-from napari_unet_lab.core.train.run import TrainingRun, TrainingSettings
-from napari_unet_lab.core.train.targets import (
-    border_weight_map,
-    class_balance_weights,
-    semantic_target_from_instances,
+from napari_unet_lab.core.progress import run_to_end
+from napari_unet_lab.core.train import (
+    AnnotatedImage,
+    TrainingSettings,
+    prepare_training,
+    trained_model_info,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +55,6 @@ PROVENANCE = {
         "Ljosa et al., Nature Methods 9:637, 2012"
     ),
     "split": "train",
-    "images": 100,
     "split_note": "a seeded random split of BBBC039, not the official one",
     "validation": "val split, 50 images",
 }
@@ -115,20 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args.scratch.mkdir(parents=True, exist_ok=True)
     checkpoint_path = args.scratch / "checkpoint.pt"
 
-    started = time.perf_counter()
     names, images, labels = read_split(args.data / "train", args.limit_images)
-    targets = [semantic_target_from_instances(label) for label in labels]
-    class_weights = class_balance_weights(targets)
-    weights = [
-        border_weight_map(label, w0=args.w0, sigma=args.sigma, class_weights=class_weights)
-        for label in labels
-    ]
-    preparation_seconds = time.perf_counter() - started
-    log(
-        f"{len(images)} training images, targets and weights in {preparation_seconds:.1f} s; "
-        f"class weights {np.round(class_weights, 3).tolist()}"
-    )
-
     config = UNetConfig()
     device = torch.device(args.device)
     model = randomly_initialised(config, args.seed).to(device)
@@ -138,7 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         patch_size=args.patch_size,
         learning_rate=args.learning_rate,
     )
-    run = TrainingRun(model, images, targets, weights, settings, rng=args.seed)
+    targets = TargetConfig(w0=args.w0, sigma=args.sigma)
+    items = [
+        AnnotatedImage(image, label, "objects", name=name)
+        for name, image, label in zip(names, images, labels, strict=True)
+    ]
+    started = time.perf_counter()
+    # the one pipeline of napari and the command line: the same targets and class weights
+    run = run_to_end(prepare_training(model, items, (), settings, args.seed, targets))
+    preparation_seconds = time.perf_counter() - started
+    log(
+        f"{len(images)} training images, targets and weights in {preparation_seconds:.1f} s; "
+        f"class weights {np.round(run.class_weights, 3).tolist()}"
+    )
     step_seconds: list[float] = []  # cumulative training time after each step
     sessions = 1
     if args.resume and checkpoint_path.is_file():
@@ -206,41 +204,30 @@ def main(argv: list[str] | None = None) -> int:
 
     wall_seconds = time.perf_counter() - wall_started
     step_times = np.diff([0.0, *step_seconds])
-    training = {
-        "settings": settings.to_dict(),
-        "steps_planned": settings.steps,
-        "steps_done": run.step,
-        "stopped_early": stopped_early,
-        "seed": args.seed,
-        "loss": f"{settings.loss}; cross-entropy weighted by the border weight map (eq. 2 "
-        "of Ronneberger et al. 2015)",
-        "targets": "background/nucleus; 1 px background gap between touching nuclei",
-        "border_weights": {"w0": args.w0, "sigma": args.sigma},
-        "class_weights": [round(float(w), 6) for w in class_weights],
-        "patch_input_size": run.patch_size,
-        "patch_output_size": run.output_size,
-        "optimizer": "Adam",
-        "training_seconds": round(training_seconds, 1),
-        "mean_step_seconds": round(float(np.mean(step_times)), 3),
-        "last_session_wall_seconds": round(wall_seconds, 1),
-        "sessions": sessions,
-        "torch_version": torch.__version__,
-        "numpy_version": np.__version__,
-        "python_version": platform.python_version(),
-        "device": str(device),
-        "threads": args.threads,
-        "command": "python scripts/train_base_model.py " + " ".join(sys.argv[1:]),
-        "record": f"{args.name}.training.json",
-    }
-    provenance = dict(PROVENANCE, images=len(images))
-    info = ModelInfo(
-        config=config,
+    info = trained_model_info(
+        run,
+        args.name,
+        seed=args.seed,
+        images=names,
+        validation_images=val_names,
+        targets=targets,
         class_names=CLASS_NAMES,
-        normalization=dict(settings.normalization),
-        name=args.name,
         description=DESCRIPTION,
-        training=training,
-        provenance=provenance,
+        training={
+            "stopped_by_time_limit": stopped_early,
+            "loss": f"{settings.loss}; cross-entropy weighted by the border weight map (eq. 2 "
+            "of Ronneberger et al. 2015)",
+            "targets_meaning": "background/nucleus; 1 px background gap between touching nuclei",
+            "optimizer": "Adam",
+            "mean_step_seconds": round(float(np.mean(step_times)), 3),
+            "last_session_wall_seconds": round(wall_seconds, 1),
+            "sessions": sessions,
+            "numpy_version": np.__version__,
+            "threads": args.threads,
+            "command": "python scripts/train_base_model.py " + " ".join(sys.argv[1:]),
+            "record": f"{args.name}.training.json",
+        },
+        provenance=PROVENANCE,
         metrics={
             "val_pixel_iou": round(val_iou, 4),
             "val_pixel_iou_mean_per_image": round(float(np.mean(list(per_image.values()))), 4),
@@ -256,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path = save_model(args.output / args.name, model, info, overwrite=True)
     record = {
         "model": json_path.name,
-        "training": training,
+        "training": info.training,
         "timings_seconds": {
             "targets_and_weights": round(preparation_seconds, 1),
             "training": round(training_seconds, 1),

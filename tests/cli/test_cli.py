@@ -13,7 +13,7 @@ import pytest
 import tifffile
 import torch
 
-import napari_unet_lab.cli.main as cli
+import napari_unet_lab.cli.common as cli
 from napari_unet_lab.cli.main import main
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.formats.tiff import load_labels_tiff

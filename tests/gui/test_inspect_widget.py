@@ -6,11 +6,11 @@ from napari.layers import Image, Points, Shapes
 
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.images import intensity_range_for
-from napari_unet_lab.core.look_inside.feature_maps import feature_maps, input_gradient
+from napari_unet_lab.core.look_inside.feature_maps import feature_maps
+from napari_unet_lab.core.look_inside.receptive_field import input_gradient
 from napari_unet_lab.core.model.files import ModelInfo, load_model, save_model
 from napari_unet_lab.core.model.unet import randomly_initialised
 from napari_unet_lab.gui.inspect_widget import InspectWidget
-from napari_unet_lab.gui.predict_widget import MODEL_FROM_FILE
 
 TIMEOUT_MS = 60_000
 
@@ -33,8 +33,7 @@ def viewer_and_widget(make_napari_viewer, live_model_file):
     viewer = make_napari_viewer()
     widget = InspectWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.model.value = MODEL_FROM_FILE
-    widget.model_file.value = live_model_file
+    widget.model.choose_file(live_model_file)
     return viewer, widget
 
 
@@ -56,7 +55,7 @@ def test_feature_maps_are_placed_over_what_each_activation_sees(qtbot, viewer_an
     _wait(qtbot, widget)
     assert errors == []
 
-    model, info = load_model(widget.model_file.value)
+    model, info = load_model(widget.model.path)
     normalised = intensity_range_for(layer.data, info.normalization)  # as the widget does
     expected = feature_maps(model, layer.data, intensity_range=normalised)
     names = [f"cells {m.stage}" for m in expected]
@@ -90,7 +89,7 @@ def test_feature_maps_of_a_stack_show_the_current_plane(qtbot, viewer_and_widget
     widget.show_feature_maps()
     _wait(qtbot, widget)
     assert errors == []
-    model, info = load_model(widget.model_file.value)
+    model, info = load_model(widget.model.path)
     normalised = intensity_range_for(stack, info.normalization)  # over the whole stack
     expected = feature_maps(model, stack[2], intensity_range=normalised)[0]
     shown = viewer.layers["stack encoder 0"]
@@ -115,7 +114,7 @@ def test_clicking_pixels_shows_their_input_gradient_and_receptive_field(
     qtbot.waitUntil(lambda: "cells receptive field" in viewer.layers, timeout=TIMEOUT_MS)
     _wait(qtbot, widget)
     assert errors == []
-    model, info = load_model(widget.model_file.value)
+    model, info = load_model(widget.model.path)
     normalised = intensity_range_for(layer.data, info.normalization)
     expected = input_gradient(model, layer.data, (30, 41), intensity_range=normalised)
     heat = viewer.layers["cells input gradient"]
@@ -206,8 +205,7 @@ def test_feature_maps_of_a_large_image_cover_only_the_view(
     viewer = make_napari_viewer(show=True)  # napari tracks the view while it draws the canvas
     widget = InspectWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.model.value = MODEL_FROM_FILE
-    widget.model_file.value = live_model_file
+    widget.model.choose_file(live_model_file)
     layer = _image(viewer, shape=(400, 600))
     widget.image.value = layer
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari 0.9

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_unet_lab.gui.predict_widget import MODEL_FROM_FILE, PredictWidget
+from napari_unet_lab.gui.predict_widget import PredictWidget
 from napari_unet_lab.samples import load_sample
 
 TIMEOUT_MS = 120_000
@@ -15,8 +15,7 @@ def viewer_and_widget(make_napari_viewer, tiny_model_file):
     viewer = make_napari_viewer()
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.model.value = MODEL_FROM_FILE
-    widget.model_file.value = tiny_model_file()
+    widget.model.choose_file(tiny_model_file())
     return viewer, widget
 
 
@@ -119,7 +118,7 @@ def test_bad_images_give_a_clear_message(qtbot, viewer_and_widget, errors, data,
 
 def test_model_for_other_channels_is_refused(qtbot, viewer_and_widget, errors, tiny_model_file):
     viewer, widget = viewer_and_widget
-    widget.model_file.value = tiny_model_file(in_channels=3, name="rgb-model")
+    widget.model.file.value = tiny_model_file(in_channels=3, name="rgb-model")
     widget.image.value = viewer.add_image(np.zeros((40, 50)), name="gray")
     widget.start()
     assert not widget.running
@@ -128,7 +127,7 @@ def test_model_for_other_channels_is_refused(qtbot, viewer_and_widget, errors, t
 
 def test_damaged_model_file_is_refused(qtbot, viewer_and_widget, errors, tmp_path):
     viewer, widget = viewer_and_widget
-    model_json = widget.model_file.value
+    model_json = widget.model.path
     weights = model_json.with_suffix(".safetensors")
     weights.write_bytes(b"not a model" + weights.read_bytes()[100:])
     widget.image.value = viewer.add_image(np.zeros((40, 50)), name="gray")
@@ -145,7 +144,7 @@ def test_no_image_chosen(viewer_and_widget, errors):
 
 def test_rgb_image_with_rgb_model(qtbot, viewer_and_widget, errors, tiny_model_file):
     viewer, widget = viewer_and_widget
-    widget.model_file.value = tiny_model_file(in_channels=3, name="rgb-model")
+    widget.model.file.value = tiny_model_file(in_channels=3, name="rgb-model")
     rgb = np.random.default_rng(2).integers(0, 255, (50, 60, 3), dtype=np.uint8)
     widget.image.value = viewer.add_image(rgb, rgb=True, name="colour", scale=(2, 3))
     _run(qtbot, widget)

@@ -13,18 +13,13 @@ from qtpy.QtCore import QTimer
 from tests import synthetic
 
 from napari_unet_lab.core.model.files import load_model
-from napari_unet_lab.gui.train_widget import CONTINUE, MODEL_FROM_FILE, TrainWidget
+from napari_unet_lab.gui.train.start_from import CONTINUE
+from napari_unet_lab.gui.train_widget import TrainWidget
 
 TIMEOUT_MS = 120_000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A tiny network trains fastest on one thread, and leaves a core to the event loop."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def bright_disks(shape=(120, 150), seed=0):
@@ -39,16 +34,15 @@ def viewer_and_widget(make_napari_viewer, tiny_model_file):
     labels_layer = viewer.add_labels(labels, name="nuclei", scale=(0.5, 0.5), translate=(3, 4))
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.image.value = image_layer
-    widget.annotations.value = labels_layer
-    widget.start_from.value = MODEL_FROM_FILE
-    widget.model_file.value = tiny_model_file()
-    widget.steps.value = 30
-    widget.batch_size.value = 2
-    widget.patch_size.value = 60
-    widget.learning_rate.value = 0.01
-    widget.preview_every.value = 3
-    widget.validate_every.value = 10
+    widget.pairs.image.value = image_layer
+    widget.pairs.annotations.value = labels_layer
+    widget.start_from.choose_file(tiny_model_file())
+    widget.settings.steps.value = 30
+    widget.settings.batch_size.value = 2
+    widget.settings.patch_size.value = 60
+    widget.settings.learning_rate.value = 0.01
+    widget.settings.preview_every.value = 3
+    widget.settings.validate_every.value = 10
     return viewer, widget
 
 
@@ -77,18 +71,18 @@ def test_trains_with_live_plot_and_preview_and_never_stalls_napari(
     qtbot, viewer_and_widget, errors, tmp_path
 ):
     viewer, widget = viewer_and_widget
-    widget.validation.value = None
-    widget.steps.value = 60
+    widget.pairs.validation.value = None
+    widget.settings.steps.value = 60
     widget.start()
-    assert widget.running and not widget.start_button.enabled
+    assert widget.running and not widget.controls.start_button.enabled
     # Start makes the preview layers, and napari draws new layers once (compiling shaders,
     # slow in software OpenGL): that happens before the first step, so watch from there
     qtbot.waitUntil(lambda: widget.run is not None, timeout=TIMEOUT_MS)
     with EventLoopWatch() as watch:
         qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert errors == []
-    assert widget.run.step == 60 and len(widget.plot.losses) == 60
-    assert "Trained 60 steps" in widget.status.value
+    assert widget.run.step == 60 and len(widget.live.plot.losses) == 60
+    assert "Trained 60 steps" in widget.controls.status.value
     # the live preview lies exactly over the part of the image it shows
     preview = next(layer for layer in viewer.layers if layer.name == "cells preview")
     uncertainty = next(layer for layer in viewer.layers if layer.name == "cells uncertainty")
@@ -104,7 +98,7 @@ def test_trains_with_live_plot_and_preview_and_never_stalls_napari(
     print(f"longest event-loop stall: {watch.longest_gap_ms:.0f} ms")
     assert watch.longest_gap_ms < 100
 
-    widget.save_path.value = tmp_path / "my_nuclei.json"
+    widget.saving.path.value = tmp_path / "my_nuclei.json"
     widget.save()
     model, info = load_model(tmp_path / "my_nuclei.json")
     for key, value in widget.run.model.state_dict().items():
@@ -119,12 +113,12 @@ def test_trains_with_live_plot_and_preview_and_never_stalls_napari(
     # go on training the same network
     first_run = widget.run
     trained = {k: v.clone() for k, v in first_run.model.state_dict().items()}
-    widget.start_from.value = CONTINUE
-    widget.steps.value = 2
+    widget.start_from.choice.value = CONTINUE
+    widget.settings.steps.value = 2
     widget.start()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert widget.run is not first_run and widget.run.step == 2
-    assert "go on" in widget._origin
+    assert "go on" in widget.started.origin
     changed = [
         k for k, v in widget.run.model.state_dict().items() if not torch.equal(v, trained[k])
     ]
@@ -135,56 +129,56 @@ def test_trains_with_live_plot_and_preview_and_never_stalls_napari(
 
 def test_validation_pair_is_held_out_and_measured(qtbot, viewer_and_widget, errors):
     viewer, widget = viewer_and_widget
-    widget._add_pair()
+    widget.pairs.add()
     image, labels = bright_disks(seed=1)
-    widget.image.value = viewer.add_image(image, name="held out")
-    widget.annotations.value = viewer.add_labels(labels, name="held out nuclei")
-    widget._add_pair()
-    assert len(widget.pairs.choices) == 2
-    widget.validation.value = 1
+    widget.pairs.image.value = viewer.add_image(image, name="held out")
+    widget.pairs.annotations.value = viewer.add_labels(labels, name="held out nuclei")
+    widget.pairs.add()
+    assert len(widget.pairs.added.choices) == 2
+    widget.pairs.validation.value = 1
     widget.start()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert errors == []
     assert len(widget.run.images) == 1  # the held-out pair is not trained on
     assert [step for step, _ in widget.run.history] == [10, 20, 30]
-    assert [step for step, _ in widget.plot.validation] == [10, 20, 30]
-    assert "validation IoU" in widget.status.value
+    assert [step for step, _ in widget.live.plot.validation] == [10, 20, 30]
+    assert "validation IoU" in widget.controls.status.value
 
 
 def test_pause_resume_and_stop(qtbot, viewer_and_widget, errors):
     _, widget = viewer_and_widget
-    widget.steps.value = 100_000
+    widget.settings.steps.value = 100_000
     widget.start()
     qtbot.waitUntil(lambda: widget.run is not None and widget.run.step >= 2, timeout=TIMEOUT_MS)
-    widget.toggle_pause()
-    assert widget.pause_button.text == "Resume" and widget.save_button.enabled
+    widget.controls.toggle_pause()
+    assert widget.controls.pause_button.text == "Resume" and widget.saving.button.enabled
     qtbot.wait(300)
     paused_at = widget.run.step
     qtbot.wait(500)
     assert widget.run.step <= paused_at + 1  # at most the step under way when paused
-    widget.toggle_pause()
+    widget.controls.toggle_pause()
     qtbot.waitUntil(lambda: widget.run.step > paused_at + 2, timeout=TIMEOUT_MS)
-    widget.stop()
+    widget.controls.stop()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert errors == []
-    assert widget.run.step < 100_000 and "Stopped at step" in widget.status.value
-    assert widget.save_button.enabled
+    assert widget.run.step < 100_000 and "Stopped at step" in widget.controls.status.value
+    assert widget.saving.button.enabled
 
 
 def test_annotations_painted_during_training_are_picked_up(qtbot, viewer_and_widget, errors):
     viewer, widget = viewer_and_widget
-    widget.steps.value = 100_000
+    widget.settings.steps.value = 100_000
     messages = []
     widget.start()
-    widget.task.worker.yielded.connect(
+    widget.controls.task.worker.yielded.connect(
         lambda record: messages.append(record) if isinstance(record, str) else None
     )
     qtbot.waitUntil(lambda: widget.run is not None and widget.run.step >= 1, timeout=TIMEOUT_MS)
     nuclei = viewer.layers["nuclei"]
-    nuclei.paint((10, 10), 99, refresh=True)  # a new object, painted as a user would
-    nuclei.events.paint(value=None)
+    # a new object, painted as a user would; napari announces this edit before writing it
+    nuclei.paint((10, 10), 99, refresh=True)
     qtbot.waitUntil(lambda: any("new annotations" in m for m in messages), timeout=TIMEOUT_MS)
-    widget.stop()
+    widget.controls.stop()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert errors == []
     assert (widget.run.targets[0][8:13, 8:13] == 1).any()  # the new object is trained on
@@ -202,16 +196,54 @@ def test_scribbles_inside_rectangles(qtbot, viewer_and_widget, errors):
         shape_type="rectangle",
         name="where",
     )
-    widget.annotations.value = layer
-    widget.kind.value = "scribbles"
-    widget.region.value = box
-    widget.steps.value = 4
+    widget.pairs.annotations.value = layer
+    widget.pairs.kind.value = "scribbles"
+    widget.pairs.region.value = box
+    widget.settings.steps.value = 4
     widget.start()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert errors == []
     annotated = widget.run.targets[0] >= 0
     rows, cols = np.nonzero(annotated)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 90, 20, 130)
+
+
+def test_a_failed_start_changes_nothing(qtbot, viewer_and_widget, errors, tmp_path):
+    """Train, stop, then Start with annotations that hold only background.
+
+    The message says what is wrong; the network trained before stays, to save
+    or go on with; no layer is added (no empty preview) and the plot is kept.
+    """
+    viewer, widget = viewer_and_widget
+    widget.settings.steps.value = 100_000
+    widget.start()
+    qtbot.waitUntil(lambda: widget.run is not None and widget.run.step >= 2, timeout=TIMEOUT_MS)
+    widget.controls.stop()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert errors == [] and "Stopped at step" in widget.controls.status.value
+    trained, started, steps = widget.run, widget.started, widget.run.step
+    losses = list(widget.live.plot.losses)
+    for name in ("cells preview", "cells uncertainty"):  # a Start would make them again
+        viewer.layers.remove(name)
+    widget.pairs.annotations.value = viewer.add_labels(np.zeros((120, 150), np.int32), name="bg")
+    names = [layer.name for layer in viewer.layers]
+
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert len(errors) == 1
+    assert "only background" in errors[0] and "label at least one object" in errors[0]
+    assert widget.controls.status.value == errors[0]
+    assert widget.run is trained and widget.started is started and trained.step == steps
+    assert [layer.name for layer in viewer.layers] == names
+    assert widget.live.plot.losses == losses
+    assert widget.saving.button.enabled
+    assert CONTINUE in widget.start_from.choice.choices  # still offered
+
+    widget.saving.path.value = tmp_path / "kept.json"
+    widget.save()
+    model, _ = load_model(tmp_path / "kept.json")
+    for key, value in trained.model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value.cpu()), key
 
 
 @pytest.mark.parametrize(
@@ -228,29 +260,32 @@ def test_scribbles_inside_rectangles(qtbot, viewer_and_widget, errors):
 def test_bad_input_gets_a_clear_message(qtbot, viewer_and_widget, errors, change, message):
     viewer, widget = viewer_and_widget
     if change == "no_annotations":
-        widget.annotations.value = None
+        widget.pairs.annotations.value = None
     elif change == "other_shape":
-        widget.annotations.value = viewer.add_labels(np.ones((50, 50), np.int32))
+        widget.pairs.annotations.value = viewer.add_labels(np.ones((50, 50), np.int32))
     elif change == "only_background":
-        widget.annotations.value = viewer.add_labels(np.zeros((120, 150), np.int32))
+        widget.pairs.annotations.value = viewer.add_labels(np.zeros((120, 150), np.int32))
     elif change == "empty_scribbles":
-        widget.annotations.value = viewer.add_labels(np.zeros((120, 150), np.int32))
-        widget.kind.value = "scribbles"
+        widget.pairs.annotations.value = viewer.add_labels(np.zeros((120, 150), np.int32))
+        widget.pairs.kind.value = "scribbles"
     elif change == "stack":
-        widget.image.value = viewer.add_image(np.zeros((3, 120, 150), np.float32))
+        widget.pairs.image.value = viewer.add_image(np.zeros((3, 120, 150), np.float32))
     elif change == "rgb_image":
-        widget.image.value = viewer.add_image(np.zeros((120, 150, 3), np.uint8), rgb=True)
+        widget.pairs.image.value = viewer.add_image(np.zeros((120, 150, 3), np.uint8), rgb=True)
+    names = [layer.name for layer in viewer.layers]
     widget.start()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert errors and message.lower() in errors[-1].lower()
+    assert [layer.name for layer in viewer.layers] == names  # no empty preview left behind
+    assert widget.run is None and not widget.saving.button.enabled
 
 
 def test_shows_weight_map_and_augmented_patches(qtbot, viewer_and_widget, errors):
     viewer, widget = viewer_and_widget
-    widget.show_weight_map()
+    widget.data_views.show_weight_map()
     weights = viewer.layers["cells loss weights"]
     assert weights.data.shape == (120, 150) and weights.data.max() > 2  # borders weigh more
-    widget.show_augmented_patches()
+    widget.data_views.show_augmented_patches()
     patches = viewer.layers["augmented patches"]
     classes = viewer.layers["augmented classes (0 = ignored)"]
     assert patches.data.shape == (2, 60, 60) and classes.data.shape[1:] == (20, 20)

@@ -1,8 +1,11 @@
-"""Running a core generator in a worker thread for a dock widget: progress, cancel, errors."""
+"""Run a core generator in a worker thread for a dock widget: progress, cancel, errors, close."""
 
 from __future__ import annotations
 
+import errno
+import inspect
 import logging
+import re
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -10,14 +13,109 @@ from magicgui.widgets import Label, ProgressBar, PushButton
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QDockWidget
 
 from ..core.model.files import ModelFileError
 from ..core.progress import Progress
+
+try:  # PyQt5 / PyQt6
+    from qtpy.sip import isdeleted as _is_deleted
+except ImportError:  # PySide2 / PySide6
+    from qtpy.shiboken import isValid
+
+    def _is_deleted(qobject: Any) -> bool:
+        return not isValid(qobject)
+
 
 logger = logging.getLogger(__name__)
 
 # Errors whose message is written for the user; anything else is a bug and is logged.
 EXPECTED_ERRORS = (ValueError, ModelFileError, MemoryError, OSError)
+
+# What torch, NumPy and the C library say when memory runs out (CPU, CUDA, MPS).
+OUT_OF_MEMORY_TEXT = re.compile(
+    r"out of memory|can't allocate memory|cannot allocate memory|unable to allocate"
+    r"|not enough memory",
+    re.IGNORECASE,
+)
+
+MEMORY_ADVICE = (
+    "ask for less at once: a smaller tile size or fewer tiles per batch to segment, "
+    "a smaller patch size or fewer patches per step to train; or close other programs"
+)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Tell whether `error` says that memory ran out.
+
+    torch reports an allocation that failed as a ``RuntimeError`` (on the CPU,
+    "DefaultCPUAllocator: can't allocate memory"; on a GPU, ``OutOfMemoryError``,
+    a ``RuntimeError`` too), NumPy and Python as ``MemoryError``, often with no
+    text at all, and the C library as ``OSError`` with ``errno.ENOMEM``.
+
+    Parameters
+    ----------
+    error : BaseException
+        The error raised by the computation.
+
+    Returns
+    -------
+    bool
+        True if it is one of the above.
+
+    Examples
+    --------
+    >>> is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: ..."))
+    True
+    >>> is_out_of_memory(MemoryError())
+    True
+    >>> is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    False
+    """
+    if isinstance(error, MemoryError):
+        return True
+    if isinstance(error, OSError) and error.errno == errno.ENOMEM:
+        return True
+    return isinstance(error, (RuntimeError, OSError)) and bool(
+        OUT_OF_MEMORY_TEXT.search(str(error))
+    )
+
+
+class _FailedInWorker(Exception):
+    """Carries an error out of the worker thread to `errored` (see `_reported`)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _reported(work: Callable[..., Any], args: tuple, kwargs: dict) -> Generator[Any, Any, Any]:
+    """Run ``work(*args, **kwargs)`` (a generator or a plain function) so that every error is seen.
+
+    superqt's ``GeneratorWorker.work`` catches a ``RuntimeError`` raised by the
+    generator and returns it; ``WorkerBase.run`` then takes it for the sign of a
+    deleted worker, only warns "RuntimeError in aborted thread" and returns
+    before emitting ``errored`` or ``finished`` (superqt/utils/_qthreading.py).
+    torch raises ``RuntimeError`` when memory runs out, so such a run would
+    never end for the widget. Wrapped in an exception of another class, every
+    error reaches ``errored`` and the run ends. Values passed with
+    ``worker.send()`` reach `work` through ``yield from``.
+    """
+    try:
+        outcome = work(*args, **kwargs)
+        if inspect.isgenerator(outcome):
+            outcome = yield from outcome
+    except Exception as error:
+        raise _FailedInWorker(error) from error
+    return outcome
+
+
+def _dock_of(widget: Any) -> QDockWidget | None:
+    """Return the dock widget that holds `widget` (a Qt widget), if any."""
+    parent = widget.parent()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parent()
+    return parent
 
 
 class BackgroundTask:
@@ -25,8 +123,13 @@ class BackgroundTask:
 
     The core yields `Progress` records; this shows them in the widget's progress
     bar and status line and in napari's activity dock, turns Cancel into
-    ``worker.quit()`` (the generator stops at its next record), and shows errors
-    as notifications rather than tracebacks.
+    ``worker.quit()`` (the generator stops at its next record), and shows every
+    error, whatever its class, as a notification rather than a traceback, after
+    which the controls are usable again.
+
+    When the dock holding the controls is closed, or the viewer with it, the
+    task quits its worker and from then on leaves the widget alone: no result,
+    no progress, no message; Qt objects that were deleted are never touched.
 
     Parameters
     ----------
@@ -37,7 +140,11 @@ class BackgroundTask:
     activity : str
         What the task does, in a few words, for messages ("segmentation").
     on_finished : callable, optional
-        Called after every end: success, error or cancel.
+        Called after every end: success, error or cancel; also after the dock was
+        closed, as long as the widget itself still exists.
+    memory_advice : str
+        What to try when memory runs out, completing "There was not enough memory
+        for <activity>; ...".
     """
 
     def __init__(
@@ -49,22 +156,33 @@ class BackgroundTask:
         buttons: Sequence[PushButton],
         activity: str,
         on_finished: Callable[[], None] | None = None,
+        memory_advice: str = MEMORY_ADVICE,
     ):
         self.progress_bar, self.status, self.cancel_button = progress_bar, status, cancel_button
         self.buttons, self.activity, self.on_finished = list(buttons), activity, on_finished
+        self.memory_advice = memory_advice
         self.worker = None
         self._napari_progress = None
+        self._closed = False  # the dock or the viewer was closed: leave the widget alone
+        self._watched_dock: QDockWidget | None = None
         self.cancel_button.enabled = False
         self.progress_bar.visible = False
+        # Closing the viewer deletes every widget in it; removing a dock deletes the dock only.
+        self.progress_bar.native.destroyed.connect(self._widget_closed)
 
     @property
     def running(self) -> bool:
         """True while the task runs."""
         return self.worker is not None
 
+    @property
+    def closed(self) -> bool:
+        """True once the dock holding the widget, or the viewer, was closed."""
+        return self._closed or not self._controls_exist()
+
     def start(
         self,
-        work: Callable[..., Generator[Progress, Any, Any]],
+        work: Callable[..., Generator[Progress, Any, Any] | Any],
         *args: Any,
         on_result: Callable[[Any], None],
         message: str,
@@ -73,16 +191,21 @@ class BackgroundTask:
     ) -> None:
         """Run ``work(*args, **kwargs)`` in a worker thread; `on_result` gets its return value.
 
-        Records with a ``fraction`` move the progress bar; `on_yielded`, if given,
+        `work` is a generator function, or a plain function for work without
+        progress records. Records with a ``fraction`` move the progress bar; `on_yielded`, if given,
         gets every record (connected before the thread starts, so none is missed).
+        Nothing starts while a run is going on, or once the widget was closed.
         """
-        if self.running:
+        if self.running or self.closed:
             return
-        self.worker = create_worker(work, *args, _start_thread=False, _ignore_errors=True, **kwargs)
+        self._watch_dock()
+        self.worker = create_worker(
+            _reported, work, args, kwargs, _start_thread=False, _ignore_errors=True
+        )
         self.worker.yielded.connect(self._show_progress)
         if on_yielded is not None:
-            self.worker.yielded.connect(on_yielded)
-        self.worker.returned.connect(on_result)
+            self.worker.yielded.connect(self._unless_closed(on_yielded))
+        self.worker.returned.connect(self._unless_closed(on_result))
         self.worker.errored.connect(self._show_error)
         self.worker.aborted.connect(self._show_cancelled)
         self.worker.finished.connect(self._finish)
@@ -98,7 +221,8 @@ class BackgroundTask:
     def cancel(self) -> None:
         """Stop the task at its next progress record."""
         if self.worker is not None:
-            self.status.value = "Cancelling…"
+            if not self.closed:
+                self.status.value = "Cancelling…"
             self.worker.quit()
 
     def fail(self, message: str) -> None:
@@ -107,8 +231,41 @@ class BackgroundTask:
         self.status.value = message
         show_error(message)
 
+    # ------------------------------------------------------------ closing
+    def _controls_exist(self) -> bool:
+        controls = [self.progress_bar, self.status, self.cancel_button, *self.buttons]
+        return not any(_is_deleted(control.native) for control in controls)
+
+    def _watch_dock(self) -> None:
+        # napari's remove_dock_widget (the dock's close button) deletes the dock but keeps
+        # the widget, undocked and hidden: the run would go on with no way to stop it.
+        dock = _dock_of(self.progress_bar.native)
+        if dock is not None and dock is not self._watched_dock:
+            dock.destroyed.connect(self._widget_closed)
+            self._watched_dock = dock
+
+    def _widget_closed(self, *_: Any) -> None:
+        # Called while Qt deletes the dock or the widget: only flags, nothing drawn.
+        self._closed = True
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _unless_closed(self, callback: Callable[[Any], None]) -> Callable[[Any], None]:
+        """Wrap `callback`: skipped once the widget was closed, its errors shown as the task's."""
+
+        def call(value: Any) -> None:
+            if self.closed:
+                return
+            try:
+                callback(value)
+            except Exception as error:  # showing a result must not leave a traceback either
+                self._show_error(error)
+
+        return call
+
+    # ------------------------------------------------------------ worker signals
     def _show_progress(self, record: Progress) -> None:
-        if not hasattr(record, "fraction"):  # previews and other news: the widget's business
+        if self.closed or not hasattr(record, "fraction"):  # previews: the widget's business
             return
         self.progress_bar.value = int(1000 * record.fraction)
         if record.message:
@@ -121,23 +278,36 @@ class BackgroundTask:
             bar.refresh()
 
     def _show_error(self, error: Exception) -> None:
-        if isinstance(error, EXPECTED_ERRORS):
-            self.fail(str(error))
+        if isinstance(error, _FailedInWorker):
+            error = error.error
+        if self.closed:
+            return
+        text = str(error)
+        if is_out_of_memory(error):
+            self.fail(f"there was not enough memory for {self.activity}; {self.memory_advice}.")
+        elif isinstance(error, EXPECTED_ERRORS) and text:
+            self.fail(text)
         else:
             logger.error("%s failed", self.activity, exc_info=error)
-            self.fail(f"{self.activity} failed unexpectedly: {error}")
+            self.fail(f"{self.activity} failed unexpectedly: {text or type(error).__name__}")
 
     def _show_cancelled(self) -> None:
-        self.status.value = "Cancelled; no layers were changed."
+        if not self.closed:
+            self.status.value = "Cancelled; no layers were changed."
 
     def _finish(self) -> None:
         self.worker = None
+        if self._napari_progress is not None:
+            self._napari_progress.close()
+            self._napari_progress = None
+        if not self._controls_exist():
+            return  # deleted with the viewer
         for button in self.buttons:
             button.enabled = True
         self.cancel_button.enabled = False
         self.progress_bar.visible = False
-        if self._napari_progress is not None:
-            self._napari_progress.close()
-            self._napari_progress = None
         if self.on_finished is not None:
-            self.on_finished()
+            try:
+                self.on_finished()
+            except Exception as error:
+                self._show_error(error)

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     image = next(layer for layer in viewer.layers if isinstance(layer, napari.layers.Image))
     truth = next(layer for layer in viewer.layers if isinstance(layer, napari.layers.Labels))
-    trainer[1].image.value, trainer[1].annotations.value = image, truth
+    trainer[1].pairs.image.value, trainer[1].pairs.annotations.value = image, truth
     widget.image.value = image
     widget.start()
     if not args.headless:
@@ -159,16 +159,16 @@ def _train(viewer, docked, image, steps: int, output: Path) -> None:
     """Fine-tune the built-in model on the sample's ground truth, showing the live preview."""
     dock, trainer = docked
     dock.raise_()
-    trainer.steps.value = steps
-    trainer.preview_every.value = max(steps // 10, 1)
-    trainer.validate_every.value = max(steps // 4, 1)
+    trainer.settings.steps.value = steps
+    trainer.settings.preview_every.value = max(steps // 10, 1)
+    trainer.settings.validate_every.value = max(steps // 4, 1)
     for layer in viewer.layers:
         layer.visible = layer is image
     viewer.reset_view()  # the receptive-field step leaves the camera on its heat maps
     trainer.start()
     _wait_for(trainer)
     path = _screenshot(viewer, output / "train.png")
-    print(trainer.status.value)
+    print(trainer.controls.status.value)
     print(f"screenshot: {path.resolve()}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,28 +9,25 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FileEdit,
     Label,
     ProgressBar,
     PushButton,
     SpinBox,
 )
-from napari.layers import Image, Points, Shapes
+from napari.layers import Image, Points
 from napari.utils.notifications import show_warning
 
-from ..core.images import intensity_range_for
-from ..core.look_inside.feature_maps import (
+from ..core.images import image_channel_axis, intensity_range_for
+from ..core.look_inside.feature_maps import FeatureMap, feature_maps
+from ..core.look_inside.geometry import stage_names
+from ..core.look_inside.receptive_field import (
     EffectiveReceptiveField,
-    FeatureMap,
     PixelGradient,
-    feature_maps,
     input_gradient,
     iter_effective_receptive_field,
     iter_trained_and_untrained,
-    stage_names,
 )
-from ..core.model.files import ModelFileError, builtin_models, load_model, read_model_info
-from ..core.predict.segment import image_channel_axis
+from ..core.model.files import ModelFileError
 from ..core.progress import Progress
 from .background import BackgroundTask
 from .layers import (
@@ -44,7 +40,8 @@ from .layers import (
     spatial_placement,
     visible_region,
 )
-from .predict_widget import MODEL_FROM_FILE
+from .model_chooser import ModelChooser
+from .receptive_field_layers import show_effective_receptive_fields, show_input_gradients
 
 MAX_PROBED_PIXELS = 20  # gradients shown at once; the most recently placed points win
 MAX_AVERAGED_PLANES = 32  # planes of a stack the average draws pixels from
@@ -85,8 +82,7 @@ class InspectWidget(Container):
         self._loaded: tuple[Any, Any, Any] | None = None  # (key, model, info)
         self._points: Points | None = None
         self.image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
-        self.model = ComboBox(label="Model", choices=self._model_choices)
-        self.model_file = FileEdit(label="Model file", filter="*.json *.safetensors", visible=False)
+        self.model = ModelChooser("Model")
         self.stage = ComboBox(label="Show stage", choices=self._stage_choices)
         self.features_button = PushButton(text="Show feature maps")
         self.class_name = ComboBox(label="Class", choices=self._class_choices)
@@ -102,7 +98,6 @@ class InspectWidget(Container):
             [
                 self.image,
                 self.model,
-                self.model_file,
                 _explanation(EXPLAIN_FEATURES),
                 self.stage,
                 self.features_button,
@@ -124,10 +119,11 @@ class InspectWidget(Container):
             cancel_button=self.cancel_button,
             buttons=[self.features_button, self.pick_button, self.average_button],
             activity="looking inside the model",
+            memory_advice="zoom in so less of the image is in view, average over fewer pixels, "
+            "or close other programs",
             on_finished=self._probe_if_asked,
         )
         self.model.changed.connect(self._model_changed)
-        self.model_file.changed.connect(self._model_changed)
         self.stage.changed.connect(self._show_stage)
         self.features_button.changed.connect(self.show_feature_maps)
         self.pick_button.changed.connect(self.pick_pixels)
@@ -146,31 +142,14 @@ class InspectWidget(Container):
             if isinstance(layer, Image) and PLUGIN_KEY not in layer.metadata
         ]
 
-    def _model_choices(self, _widget=None) -> list[tuple[str, Any]]:
-        models = [(f"{name} (built-in)", path) for name, path in builtin_models().items()]
-        return [*models, (MODEL_FROM_FILE, MODEL_FROM_FILE)]
-
-    def _model_path(self) -> Path | None:
-        if self.model.value == MODEL_FROM_FILE:
-            path = self.model_file.value
-            return Path(path) if path is not None and Path(path).is_file() else None
-        return Path(self.model.value)
-
-    def _info(self):
-        path = self._model_path()
-        try:
-            return read_model_info(path) if path is not None else None
-        except ModelFileError:
-            return None
-
     def _stage_choices(self, _widget=None) -> list[str]:
-        info = self._info()
+        info = self.model.info  # read when chosen: layer events never touch the file
         if info is None:
             return ["encoder 0"]
         return stage_names(info.config)
 
     def _class_choices(self, _widget=None) -> list[tuple[str, int]]:
-        info = self._info()
+        info = self.model.info
         names = info.class_names if info is not None else ["background", "object"]
         return [(name, index) for index, name in enumerate(names)]
 
@@ -178,7 +157,6 @@ class InspectWidget(Container):
         self.image.reset_choices()
 
     def _model_changed(self, _value=None) -> None:
-        self.model_file.visible = self.model.value == MODEL_FROM_FILE
         self.stage.reset_choices()
         self.class_name.reset_choices()
         classes = self.class_name.choices
@@ -191,12 +169,12 @@ class InspectWidget(Container):
         layer = self.image.value
         if layer is None:
             raise ValueError("choose an image layer to look at (File ▸ Open Sample to try one)")
-        path = self._model_path()
+        path = self.model.path
         if path is None:
             raise ValueError("choose a model file (.json or .safetensors)")
         key = (str(path), path.stat().st_mtime_ns)
         if self._loaded is None or self._loaded[0] != key:
-            model, info = load_model(path)
+            model, info = self.model.load()
             # fold batch norm once: every gradient after that is a plain pass
             self._loaded = (key, model.for_inference(), info)
         _, model, info = self._loaded
@@ -401,47 +379,7 @@ class InspectWidget(Container):
         if layer not in self._viewer.layers:
             return
         scale, translate = self._placement(layer, channel_axis)
-        top = min(r.origin[0] for r in results)
-        left = min(r.origin[1] for r in results)
-        bottom = max(r.origin[0] + r.gradient.shape[1] for r in results)
-        right = max(r.origin[1] + r.gradient.shape[2] for r in results)
-        heat = np.zeros((bottom - top, right - left), np.float32)
-        for result in results:
-            magnitude = result.magnitude
-            peak = magnitude.max()
-            rows = slice(result.origin[0] - top, result.origin[0] - top + magnitude.shape[0])
-            columns = slice(result.origin[1] - left, result.origin[1] - left + magnitude.shape[1])
-            if peak > 0:
-                heat[rows, columns] = np.maximum(heat[rows, columns], magnitude / peak)
-        show_result(
-            self._viewer,
-            heat,
-            kind=Image,
-            name=f"{layer.name} input gradient",
-            role="input gradient",
-            source=layer.name,
-            scale=list(scale),
-            translate=list(translate + scale * np.array([top, left])),
-            colormap="inferno",
-            blending="additive",
-            contrast_limits=(0.0, 1.0),
-        )
-        rectangles = [
-            _rectangle(window[0], window[1], scale, translate)
-            for window in (result.window for result in results)
-        ]
-        show_result(
-            self._viewer,
-            rectangles,
-            kind=Shapes,
-            name=f"{layer.name} receptive field",
-            role="receptive field",
-            source=layer.name,
-            shape_type="rectangle",
-            edge_color="yellow",
-            face_color="transparent",
-            edge_width=max(scale) * 1.5,
-        )
+        show_input_gradients(self._viewer, results, layer.name, scale, translate)
         if self._points is not None and self._points in self._viewer.layers:
             self._viewer.layers.selection.active = self._points  # keep clicking
         size = results[-1].window[0][1] - results[-1].window[0][0] + 1
@@ -493,56 +431,9 @@ class InspectWidget(Container):
         if layer not in self._viewer.layers:
             return
         scale, translate = self._placement(layer, channel_axis)
-        height, width = (
-            image_data(layer).shape[-3:-1] if layer.rgb else image_data(layer).shape[-2:]
-        )
-        labels = ["trained", "untrained"][: len(fields)]
-        shapes, shape_types, texts, colours = [], [], [], []
-        corner = np.array([0.0, width + 10.0])  # beside the image, in image pixels
-        radii = []
-        for erf, label in zip(fields, labels, strict=True):
-            size = erf.gradient.shape[0]
-            origin = translate + scale * corner
-            show_result(
-                self._viewer,
-                np.abs(erf.gradient).astype(np.float32),
-                kind=Image,
-                name=f"{layer.name} effective receptive field ({label})",
-                role=f"effective receptive field {label}",
-                source=layer.name,
-                scale=list(scale),
-                translate=list(origin),
-                colormap="inferno",
-            )
-            shapes.append(_rectangle((0, size - 1), (0, size - 1), scale, origin))
-            shape_types.append("rectangle")
-            texts.append(label)
-            colours.append("yellow")
-            if erf.fit is not None:
-                fitted = np.array(erf.centre) + np.array(erf.fit.centre)
-                radius, held = erf.fit.effective_radius, erf.radius_holding()
-                radii.append(f"{label} {radius:.1f} px (86 % of the gradient within {held:.1f} px)")
-                # yellow: the fitted Gaussian's 2 sigma; cyan: the circle holding 86 %
-                circles = ((fitted, radius, "yellow"), (erf.centre, held, "cyan"))
-                for centre, circle_radius, colour in circles:
-                    shapes.append(_circle(centre, circle_radius, scale, origin))
-                    shape_types.append("ellipse")
-                    texts.append("")
-                    colours.append(colour)
-            corner = corner + np.array([0.0, 1.5 * size + 10.0])  # room for the labels
-        show_result(
-            self._viewer,
-            shapes,
-            kind=Shapes,
-            name=f"{layer.name} receptive field sizes",
-            role="receptive field sizes",
-            source=layer.name,
-            shape_type=shape_types,
-            edge_color=colours,
-            face_color="transparent",
-            edge_width=max(scale) * 1.5,
-            features={"label": texts},
-            text={"string": "{label}", "anchor": "upper_left", "color": "yellow", "size": 9},
+        width = image_data(layer).shape[-2 if layer.rgb else -1]
+        radii = show_effective_receptive_fields(
+            self._viewer, fields, layer.name, scale, translate + scale * (0.0, width + 10.0)
         )
         self._viewer.reset_view()
         self.status.value = (
@@ -559,21 +450,3 @@ class InspectWidget(Container):
         if self._points is not None:
             self._points.events.data.disconnect(self._points_changed)
         super().close()
-
-
-def _rectangle(rows, columns, scale, translate) -> np.ndarray:
-    """Corners, in world coordinates, of the pixels rows[0]..rows[1] x columns[0]..columns[1].
-
-    float32, as napari stores shapes, so `show_result` sees an unedited layer.
-    """
-    top, bottom = rows[0] - 0.5, rows[1] + 0.5  # pixel edges, not centres
-    left, right = columns[0] - 0.5, columns[1] + 0.5
-    corners = np.array([[top, left], [top, right], [bottom, right], [bottom, left]], float)
-    return (translate + scale * corners).astype(np.float32)
-
-
-def _circle(centre, radius, scale, translate) -> np.ndarray:
-    """Bounding-box corners, in world coordinates, of a circle about an image position."""
-    rows = (centre[0] - radius + 0.5, centre[0] + radius - 0.5)  # _rectangle adds the half pixels
-    columns = (centre[1] - radius + 0.5, centre[1] + radius - 0.5)
-    return _rectangle(rows, columns, scale, translate)

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels, Layer
 
+from ..core.images import channels_first
+
 # Key in a layer's metadata marking the layers this plugin made.
 PLUGIN_KEY = "napari_unet_lab"
 
@@ -160,7 +162,7 @@ def image_plane(layer: Image, channel_axis: int | None, stack_index: list[int]) 
     for axis, step in zip(stack, stack_index, strict=True):
         index[axis] = step
     plane = data[tuple(index)]
-    return np.moveaxis(plane, -1, 0) if layer.rgb else plane
+    return channels_first(plane, channel_axis=-1) if layer.rgb else plane
 
 
 def visible_region(layer: Image) -> tuple[tuple[int, int], tuple[int, int]] | None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FileEdit,
     FloatSlider,
     Label,
     ProgressBar,
@@ -20,13 +18,13 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 
 from ..core.device import available_devices
-from ..core.model.files import ModelFileError, builtin_models, load_model
+from ..core.images import image_channel_axis
+from ..core.model.files import ModelFileError
 from ..core.predict.objects import OBJECT_THRESHOLD
-from ..core.predict.segment import Segmentation, image_channel_axis, iter_segment
+from ..core.predict.segment import Segmentation, iter_segment
 from .background import BackgroundTask
 from .layers import image_data, show_result, spatial_placement
-
-MODEL_FROM_FILE = "model file…"
+from .model_chooser import ModelChooser
 
 
 class PredictWidget(Container):
@@ -42,8 +40,7 @@ class PredictWidget(Container):
         super().__init__(labels=True)
         self._viewer = napari_viewer
         self.image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
-        self.model = ComboBox(label="Model", choices=self._model_choices)
-        self.model_file = FileEdit(label="Model file", filter="*.json *.safetensors", visible=False)
+        self.model = ModelChooser("Model")
         self.threshold = FloatSlider(
             label="Object probability", value=OBJECT_THRESHOLD, min=0.05, max=0.95, step=0.05
         )
@@ -62,7 +59,6 @@ class PredictWidget(Container):
             [
                 self.image,
                 self.model,
-                self.model_file,
                 self.threshold,
                 self.min_size,
                 self.split_touching,
@@ -82,9 +78,10 @@ class PredictWidget(Container):
             cancel_button=self.cancel_button,
             buttons=[self.run_button],
             activity="segmentation",
+            memory_advice="try a smaller tile size or fewer tiles per batch (Advanced settings), "
+            "or close other programs",
         )
         self.show_advanced.changed.connect(self._toggle_advanced)
-        self.model.changed.connect(self._model_changed)
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.image.tooltip = "The image to segment (2D, or a stack segmented slice by slice)."
@@ -100,15 +97,10 @@ class PredictWidget(Container):
         events = self._viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self._refresh_layers)
-        self._model_changed()
 
     # -------------------------------------------------------------- choices
     def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
-
-    def _model_choices(self, _widget=None) -> list[tuple[str, Any]]:
-        models = [(f"{name} (built-in)", path) for name, path in builtin_models().items()]
-        return [*models, (MODEL_FROM_FILE, MODEL_FROM_FILE)]
 
     def _refresh_layers(self, _event=None) -> None:
         self.image.reset_choices()
@@ -116,9 +108,6 @@ class PredictWidget(Container):
     def _toggle_advanced(self, shown: bool) -> None:
         for widget in self._advanced:
             widget.visible = shown
-
-    def _model_changed(self, _value=None) -> None:
-        self.model_file.visible = self.model.value == MODEL_FROM_FILE
 
     # -------------------------------------------------------------- running
     @property
@@ -161,13 +150,7 @@ class PredictWidget(Container):
         layer = self.image.value
         if layer is None:
             raise ValueError("choose an image layer to segment (File ▸ Open Sample to try one)")
-        if self.model.value == MODEL_FROM_FILE:
-            path = self.model_file.value
-            if path is None or not Path(path).is_file():
-                raise ValueError("choose a model file (.json or .safetensors)")
-        else:
-            path = self.model.value
-        model, info = load_model(path)
+        model, info = self.model.load()
         data = image_data(layer)
         image_channel_axis(tuple(data.shape), info.config.in_channels, layer.rgb)
         if 0 in data.shape:

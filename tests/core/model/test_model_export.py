@@ -12,17 +12,18 @@ import torch
 import yaml
 
 from napari_unet_lab.core.config import UNetConfig
-from napari_unet_lab.core.model import export_formats as model_export
-from napari_unet_lab.core.model.export_formats import (
+from napari_unet_lab.core.model.export import (
     MissingPackageError,
     example_input,
     export_bioimageio,
     export_onnx,
     export_torchscript,
     exportable_network,
+    require,
     smallest_input_size,
     validate_bioimageio,
 )
+from napari_unet_lab.core.model.export import bioimageio as bioimageio_export
 from napari_unet_lab.core.model.files import ModelInfo, builtin_models, load_model
 from napari_unet_lab.core.model.unet import UNet
 from napari_unet_lab.samples import load_sample
@@ -133,7 +134,7 @@ def test_package_of_a_trained_model_validates_offline(tmp_path, monkeypatch, onn
     """A package with both weight formats validates without any network access."""
     model, info, onnx_path = onnx_file
     # the ONNX export is tested above; reuse it rather than export again
-    monkeypatch.setattr(model_export, "onnx_bytes", lambda _: onnx_path.read_bytes())
+    monkeypatch.setattr(bioimageio_export, "onnx_bytes", lambda _: onnx_path.read_bytes())
     httpx = pytest.importorskip("httpx")
 
     def no_network(*args, **kwargs):
@@ -217,4 +218,4 @@ def test_a_test_image_too_small_is_refused_clearly(tmp_path) -> None:
 
 def test_a_missing_optional_package_names_the_extra() -> None:
     with pytest.raises(MissingPackageError, match=r"napari-unet-lab\[export\]"):
-        model_export.require("no_such_package_for_napari_unet_lab", "Testing")
+        require("no_such_package_for_napari_unet_lab", "Testing")

@@ -1,5 +1,7 @@
 """On a dask.distributed cluster, prediction gives exactly what one process gives."""
 
+import os
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import zarr
 from distributed import Client, LocalCluster
 
 from napari_unet_lab.core.model.files import builtin_models, load_model
-from napari_unet_lab.core.predict import larger_than_memory as large
+from napari_unet_lab.core.predict.cluster import models_built_here, read_here
 from napari_unet_lab.core.predict.larger_than_memory import predict_to_zarr
 from napari_unet_lab.samples import load_sample
 
@@ -44,5 +46,18 @@ def test_cluster_result_is_bit_identical_to_one_process(tmp_path, client):
         assert np.array_equal(got[name], array), name
     assert got["labels/objects/0"].max() > 10
     # the network ran in the workers, each with the model built from its safetensors weights
-    built = client.run(lambda: len(large._worker_models))
+    built = client.run(models_built_here)
     assert sum(built.values()) >= 1
+
+
+def test_the_image_is_read_in_this_process_not_on_the_workers(client):
+    """The client is dask's default scheduler, yet tiles are read here: workers need no files."""
+    here = os.getpid()
+    lazy = da.zeros((64, 64), chunks=32).map_blocks(lambda block: np.full_like(block, os.getpid()))
+    assert here not in np.asarray(lazy[:8, :8])  # plain dask computes on the workers
+    image = read_here(lazy, client)
+    assert image.shape == (64, 64)
+    assert (np.asarray(image[..., None, :8, :8]) == here).all()  # as the engine slices it
+    moved = np.moveaxis(read_here(lazy[None], client), 0, -1)  # transposing stays lazy
+    assert moved.shape == (64, 64, 1) and (np.asarray(moved[:4, :4]) == here).all()
+    assert read_here(lazy, None) is lazy

@@ -8,15 +8,14 @@ import zarr
 from napari_unet_lab.core.formats.ome_zarr import write_labels_ome_zarr
 from napari_unet_lab.core.model.files import builtin_models, load_model
 from napari_unet_lab.core.predict.larger_than_memory import (
-    iter_object_labels_blockwise,
     iter_predict_to_zarr,
     open_image,
     open_prediction,
     predict_to_zarr,
 )
-from napari_unet_lab.core.predict.objects import object_labels
+from napari_unet_lab.core.predict.objects import iter_object_labels_blockwise, object_labels
 from napari_unet_lab.core.predict.segment import segment
-from napari_unet_lab.core.predict.tiling import read_tile
+from napari_unet_lab.core.predict.tile_plan import read_tile
 from napari_unet_lab.core.progress import run_to_end
 from napari_unet_lab.samples import load_sample
 

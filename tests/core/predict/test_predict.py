@@ -1,14 +1,19 @@
-"""From probabilities to labels, and the checks on images before prediction."""
+"""From probabilities to labels: classes and separated objects, for any image type.
+
+The checks on images before prediction are in tests/core/test_images.py.
+"""
+
+import inspect
 
 import numpy as np
 import pytest
 from skimage.draw import disk
 
-from napari_unet_lab.core.config import UNetConfig
+from napari_unet_lab.core.config import ObjectConfig, UNetConfig
 from napari_unet_lab.core.model.files import ModelInfo
 from napari_unet_lab.core.model.unet import UNet
 from napari_unet_lab.core.predict.objects import class_labels, object_labels
-from napari_unet_lab.core.predict.segment import check_image, image_channel_axis, segment
+from napari_unet_lab.core.predict.segment import segment
 
 
 def _two_touching_disks(gap=False):
@@ -55,48 +60,6 @@ def test_class_labels_are_the_argmax():
     assert np.array_equal(class_labels(probabilities), [[0, 0], [0, 2]])
 
 
-@pytest.mark.parametrize(
-    ("shape", "channels", "rgb", "expected"),
-    [
-        ((50, 60), 1, False, None),
-        ((5, 50, 60), 1, False, None),
-        ((50, 60, 3), 3, True, 2),
-        ((2, 50, 60), 2, False, 0),
-        ((7, 2, 50, 60), 2, False, 1),
-    ],
-)
-def test_channel_axis_is_found(shape, channels, rgb, expected):
-    assert image_channel_axis(shape, channels, rgb) == expected
-
-
-@pytest.mark.parametrize(
-    ("shape", "channels", "rgb", "message"),
-    [
-        ((50, 60, 3), 1, True, "RGB"),
-        ((50, 60), 2, False, "no axis"),
-        ((2, 2, 50, 60), 2, False, "more than one axis"),
-        ((50, 60, 4), 3, True, "RGB image has 4"),
-    ],
-)
-def test_channel_mismatch_is_explained(shape, channels, rgb, message):
-    with pytest.raises(ValueError, match=message):
-        image_channel_axis(shape, channels, rgb)
-
-
-@pytest.mark.parametrize(
-    ("image", "message"),
-    [
-        (np.zeros((0, 5)), "empty"),
-        (np.zeros(5), "2D"),
-        (np.array([[np.nan, 1.0]]), "NaN"),
-        (np.zeros((4, 4), complex), "cannot segment"),
-    ],
-)
-def test_bad_images_are_refused(image, message):
-    with pytest.raises(ValueError, match=message):
-        check_image(image)
-
-
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64, bool])
 def test_segment_takes_common_dtypes(dtype):
     config = UNetConfig(base_channels=4, depth=2)
@@ -114,3 +77,17 @@ def test_a_long_convex_object_is_never_cut():
     foreground = np.zeros((60, 120), np.float32)
     foreground[ellipse(30, 60, 12, 50, shape=foreground.shape)] = 1.0
     assert object_labels(foreground).max() == 1
+
+
+def test_object_defaults_live_in_object_config():
+    """One home for the measured defaults: object_labels takes its own from ObjectConfig."""
+    defaults = ObjectConfig()
+    assert (defaults.threshold, defaults.split_depth, defaults.min_size) == (0.8, 2.0, 15)
+    signature = inspect.signature(object_labels).parameters
+    for name, value in defaults.to_dict().items():
+        assert signature[name].default == value, name
+    assert ObjectConfig.from_dict({"threshold": 0.6}).threshold == 0.6
+    with pytest.raises(ValueError, match="unknown object settings: \\['depth'\\]"):
+        ObjectConfig.from_dict({"depth": 3})
+    with pytest.raises(ValueError, match="object threshold must be between 0 and 1, got 1.5"):
+        ObjectConfig(threshold=1.5)

@@ -1,18 +1,22 @@
 """Overlap-tile prediction gives exactly what one pass over the whole mirrored image gives."""
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
 
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.model.unet import UNet
-from napari_unet_lab.core.predict.tiling import (
+from napari_unet_lab.core.predict.tile_plan import (
     auto_tile_size,
-    iter_predict_tiled,
     mirror_indices,
     plan_axis,
-    predict_tiled,
+    plan_tiles,
+    read_tiles,
+    write_tiles,
 )
+from napari_unet_lab.core.predict.tiling import iter_predict_tiled, network_runner, predict_tiled
 
 
 def _model(**settings):
@@ -138,7 +142,7 @@ def test_out_of_memory_halves_the_batch(valid_model, monkeypatch):
     from napari_unet_lab.core.predict import tiling
 
     calls = []
-    real_run = tiling._run
+    real_run = tiling.run_network
 
     def limited_run(model, inputs, device, mixed_precision):
         calls.append(len(inputs))
@@ -146,7 +150,7 @@ def test_out_of_memory_halves_the_batch(valid_model, monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return real_run(model, inputs, device, mixed_precision)
 
-    monkeypatch.setattr(tiling, "_run", limited_run)
+    monkeypatch.setattr(tiling, "run_network", limited_run)
     image = np.random.default_rng(5).random((100, 100), dtype=np.float32)
     result = predict_tiled(valid_model, image, tile_size=140, batch_size=4, output="logits")
     monkeypatch.undo()
@@ -209,10 +213,10 @@ def test_automatic_tile_size_follows_device_and_memory():
 
 def test_automatic_tile_size_is_used_and_still_exact(valid_model, monkeypatch):
     """The default tile size comes from the memory budget; the result stays the whole pass."""
-    from napari_unet_lab.core.predict import tiling
+    from napari_unet_lab.core.predict import tile_plan
 
     per_pixel = (10 * 4 + 1 + 2) * 4  # the test model: 4 base channels, float32
-    monkeypatch.setattr(tiling, "_memory_budget", lambda device: 200**2 * per_pixel)
+    monkeypatch.setattr(tile_plan, "_memory_budget", lambda device: 200**2 * per_pixel)
     assert auto_tile_size(valid_model, "cpu") == 200
     shape = (300, 257)
     image = np.random.default_rng(8).random(shape, dtype=np.float32)
@@ -224,3 +228,86 @@ def test_automatic_tile_size_is_used_and_still_exact(valid_model, monkeypatch):
     tiled = predict_tiled(valid_model, image, device="cpu", output="logits")
     whole = predict_tiled(valid_model, image, tile_size=None, output="logits")
     assert np.array_equal(tiled, whole)
+
+
+# ------------------------------------------------------------------ the public engine
+def test_the_plan_keeps_every_pixel_of_every_plane_exactly_once(valid_model):
+    plan = plan_tiles(valid_model, (2, 131, 77), tile_size=100)
+    assert len(plan) == 2 * len(plan.rows.starts) * len(plan.columns.starts) > 2
+    kept = np.zeros((2, 131, 77), int)
+    for tile in plan.tiles:
+        kept[(*tile.stack_index, tile.out_y, tile.out_x)] += 1
+        assert len(tile.ys) == len(tile.xs) == plan.rows.tile_input == plan.columns.tile_input
+    assert (kept == 1).all()
+    assert sum(len(batch) for batch in plan.batches(3)) == len(plan)
+
+
+def test_reading_running_and_writing_tiles_by_hand_is_the_engine(valid_model):
+    """The public pieces compose into exactly what `predict_tiled` computes."""
+    image = np.random.default_rng(9).random((90, 110), dtype=np.float32) * 50
+    plan = plan_tiles(valid_model, image.shape, tile_size=100)
+    run = network_runner(valid_model, "cpu")
+    out = np.zeros((2, *image.shape), np.float32)
+    for batch in plan.batches(2):
+        inputs = read_tiles(image[None], batch, (0.0, 50.0))
+        assert inputs.dtype == np.float32 and inputs.shape[:2] == (len(batch), 1)
+        write_tiles(out, batch, run(inputs))
+    expected = predict_tiled(
+        valid_model, image, tile_size=None, intensity_range=(0, 50), output="logits"
+    )
+    assert np.array_equal(out, expected)
+    with pytest.raises(ValueError, match="got 1 results for 2 tiles"):
+        write_tiles(out, batch[:1] * 2, run(inputs)[:1])
+
+
+def test_a_runner_of_futures_gives_the_same_result_in_any_number_in_flight(valid_model):
+    """How the cluster runs: futures, several in flight; the result is still the whole pass."""
+    image = np.random.default_rng(10).random((2, 100, 120), dtype=np.float32)
+    run = network_runner(valid_model, "cpu")
+    whole = predict_tiled(valid_model, image, tile_size=None, output="logits")
+    with ThreadPoolExecutor(2) as pool:
+        for in_flight in (1, 3):
+            tiled = predict_tiled(
+                valid_model,
+                image,
+                tile_size=70,
+                output="logits",
+                runner=lambda inputs: pool.submit(run, inputs),
+                in_flight=in_flight,
+            )
+            assert np.array_equal(tiled, whole)
+
+
+def test_cancelling_cancels_the_futures_still_in_flight(valid_model):
+    run = network_runner(valid_model, "cpu")
+    submitted = []
+
+    def first_done_then_never(inputs):
+        submitted.append(Future())
+        if len(submitted) == 1:
+            submitted[0].set_result(run(inputs))
+        return submitted[-1]
+
+    work = iter_predict_tiled(
+        valid_model,
+        np.zeros((200, 200), np.float32),
+        tile_size=64,
+        runner=first_done_then_never,
+        in_flight=4,
+    )
+    assert next(work).done == 0
+    assert next(work).done == 1  # four batches handed over, the first one written
+    assert len(submitted) == 4
+    work.close()  # what the widget's cancel does
+    assert [future.cancelled() for future in submitted] == [False, True, True, True]
+
+
+def test_a_single_tile_too_large_for_the_device_is_explained(valid_model, monkeypatch):
+    from napari_unet_lab.core.predict import tiling
+
+    def out_of_memory(model, inputs, device, mixed_precision):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    monkeypatch.setattr(tiling, "run_network", out_of_memory)
+    with pytest.raises(MemoryError, match="single tile of 140x140 pixels; choose a smaller tile"):
+        predict_tiled(valid_model, np.zeros((100, 100), np.float32), tile_size=140)

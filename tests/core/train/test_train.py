@@ -13,39 +13,31 @@ from tests.synthetic import bright_disks
 
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.model.unet import UNet
-from napari_unet_lab.core.predict.tiling import mirror_indices
-from napari_unet_lab.core.train.run import (
+from napari_unet_lab.core.predict.tile_plan import mirror_indices
+from napari_unet_lab.core.train import (
+    UNANNOTATED,
     TrainingRun,
     TrainingSettings,
     ValidationScores,
+    border_weight_map,
     fine_tuning_copy,
     foreground_iou,
     predict_probabilities,
+    rectangles_mask,
+    semantic_target_from_instances,
     soft_overlap_loss,
     train,
     training_loss,
+    training_target,
     uncertainty_map,
     validation_scores,
     weighted_cross_entropy,
-)
-from napari_unet_lab.core.train.targets import (
-    UNANNOTATED,
-    border_weight_map,
-    rectangles_mask,
-    semantic_target_from_instances,
-    training_target,
 )
 
 TINY = UNetConfig(base_channels=4, depth=2)  # 60 px patches in, 20 px out
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run on one CPU thread: faster for a tiny network, and no spinning on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(seed: int = 0) -> UNet:
@@ -142,17 +134,18 @@ def test_patches_are_mirrored_at_image_borders_and_aligned_with_targets() -> Non
     }
     for _ in range(20):
         image_patch, target_patch, weight_patch = run.sample_patch()
-        assert image_patch.shape == target_patch.shape == weight_patch.shape == (60, 60)
+        assert image_patch.shape == (1, 60, 60)  # channels first, always
+        assert target_patch.shape == weight_patch.shape == (60, 60)
         # image, classes and weights are cut with one window; augmentation comes later
-        np.testing.assert_array_equal(image_patch, weight_patch)
-        assert any(np.array_equal(image_patch, window) for window in windows.values())
+        np.testing.assert_array_equal(image_patch[0], weight_patch)
+        assert any(np.array_equal(image_patch[0], window) for window in windows.values())
 
 
-def test_training_images_are_normalised_like_prediction() -> None:
+def test_training_images_are_normalised_with_the_models_percentiles() -> None:
     image, labels = bright_disks()
     run = TrainingRun(tiny_model(), *training_data(), SETTINGS, rng=0)
     low, high = np.percentile(image.astype(np.float64), [1.0, 99.8])
-    np.testing.assert_allclose(run.images[0], (image - low) / (high - low), atol=1e-5)
+    np.testing.assert_allclose(run.images[0][0], (image - low) / (high - low), atol=1e-5)
 
 
 def test_resuming_with_other_settings_is_refused() -> None:

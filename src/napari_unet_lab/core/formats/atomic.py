@@ -1,11 +1,11 @@
-"""Writing files so that a crash or an error never leaves a half-written file."""
+"""Writing files so that a crash or an error never leaves a half-written file (or pair)."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -58,8 +58,106 @@ def write_atomically(
     return path
 
 
+def write_all_or_none(
+    writes: Sequence[tuple[str | os.PathLike, Callable[[BinaryIO], object]]],
+    *,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write several files that belong together: afterwards all are new, or none is.
+
+    Parameters
+    ----------
+    writes : sequence of (path, write)
+        Each file's destination (its folder must exist) and a callable writing
+        its content to a binary file. Files are published in this order, so
+        put last the one that tells readers the others are complete.
+    overwrite : bool
+        Replace existing files. Without it no existing file is ever touched.
+
+    Returns
+    -------
+    list of Path
+        The paths written.
+
+    Raises
+    ------
+    FileExistsError
+        If one of the paths exists and `overwrite` is false.
+
+    Notes
+    -----
+    Every file is first written completely to a hidden temporary file beside
+    its destination and flushed to disk, so a full disk or any error while
+    writing leaves the destinations untouched. Only then are the files renamed
+    into place one by one; a replaced file is kept (as a hard link) until all
+    are in place, and if a rename fails the files already published are taken
+    back and the old ones restored. A power cut during those renames can still
+    leave the first files new and the last ones old: which is why the last file
+    should be the one that says the others are complete.
+    """
+    paths = [Path(path) for path, _ in writes]
+    if not overwrite:
+        for path in paths:
+            if path.exists():
+                raise FileExistsError(_exists_message(path))
+    temporaries: list[Path] = []
+    published: list[tuple[Path, Path | None]] = []  # (path, the old file kept aside or None)
+    try:
+        for path, (_, write) in zip(paths, writes, strict=True):
+            temporaries.append(_create_temporary_beside(path))
+            with temporaries[-1].open("r+b") as file:
+                write(file)
+                file.flush()
+                os.fsync(file.fileno())
+        for path, temporary in zip(paths, temporaries, strict=True):
+            kept = _keep_aside(path) if overwrite else None
+            try:
+                _publish(temporary, path, overwrite=overwrite)
+            except BaseException:
+                if kept is not None:
+                    kept.unlink(missing_ok=True)  # `path` was not replaced: still the old file
+                raise
+            published.append((path, kept))
+    except BaseException:
+        for path, kept in reversed(published):
+            _take_back(path, kept)
+        raise
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+    for _, kept in published:
+        if kept is not None:
+            kept.unlink(missing_ok=True)
+    for folder in {path.parent for path in paths}:
+        _fsync_folder(folder)
+    return paths
+
+
+def _keep_aside(path: Path) -> Path | None:
+    """Keep an existing file under a hidden name beside it, until the new one is in place."""
+    if not path.is_file():
+        return None
+    kept = _beside(path, "old")
+    try:
+        os.link(path, kept)  # a second name for the same file: instant, no copy
+    except OSError:
+        shutil.copy2(path, kept)  # file systems without hard links
+    return kept
+
+
+def _take_back(path: Path, kept: Path | None) -> None:
+    """Undo publishing `path`: restore the old file, or remove the new one."""
+    try:
+        if kept is not None:
+            os.replace(kept, path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass  # the original error matters more; nothing else can be done here
+
+
 def _exists_message(path: Path) -> str:
-    return f"{path} already exists; pass overwrite=True to replace it."
+    return f"the file {path} already exists; pass overwrite=True to replace it."
 
 
 def _create_temporary_beside(path: Path) -> Path:

@@ -25,23 +25,16 @@ image, writes the store, and gets the same result as one process.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
-import torch
 import zarr
 
-from ..config import UNetConfig
-from ..device import select_device
 from ..formats.atomic import folder_written_atomically
 from ..formats.ome_zarr import (
     PLUGIN_KEY,
@@ -53,24 +46,14 @@ from ..formats.ome_zarr import (
     ome_unit,
     read_ome_zarr,
 )
-from ..images import intensity_range_for
+from ..images import check_image, image_channel_axis, intensity_range_for
 from ..model.files import ModelInfo
 from ..model.unet import UNet
 from ..progress import Progress, run_to_end
-from .objects import OBJECT_THRESHOLD, class_labels, object_labels
-from .segment import check_image, image_channel_axis
-from .tiling import (
-    SOFTMAX_ROWS,
-    TileSize,
-    _as_channels_first,
-    _batches,
-    _intensity_mapping,
-    _read_inputs,
-    _run,
-    _tiles,
-    iter_predict_tiled,
-    scores_to_probabilities,
-)
+from .cluster import iter_predict_tiled_on_cluster, read_here
+from .objects import DEFAULT_OBJECTS, OBJECT_THRESHOLD, class_labels, iter_object_labels_blockwise
+from .tile_plan import TileSize
+from .tiling import SOFTMAX_ROWS, iter_predict_tiled, scores_to_probabilities
 
 
 @dataclass(frozen=True)
@@ -200,8 +183,8 @@ def iter_predict_to_zarr(
     mixed_precision: bool | None = None,
     objects: bool = True,
     threshold: float = OBJECT_THRESHOLD,
-    min_size: int = 15,
-    split_touching: bool = True,
+    min_size: int = DEFAULT_OBJECTS.min_size,
+    split_touching: bool = DEFAULT_OBJECTS.split_touching,
     object_block_size: int = 1024,
     object_margin: int = 128,
     chunk_size: int = 512,
@@ -269,14 +252,13 @@ def iter_predict_to_zarr(
         raise ValueError("the model does not match its description")
     config = model.config
     image = open_image(source)
-    data = image.data
+    data = read_here(image.data, client)  # the image's files need not be on the cluster
     check_image(data)
     if image.channel_axis is not None and config.in_channels > 1:
         channel_axis = image.channel_axis
     else:
         channel_axis = image_channel_axis(tuple(data.shape), config.in_channels, rgb)
-    with _local_reads(client):
-        intensity_range = intensity_range_for(data, info.normalization)
+    intensity_range = intensity_range_for(data, info.normalization)
     image_axes = [
         axis
         for axis in range(data.ndim)
@@ -373,7 +355,7 @@ def iter_predict_to_zarr(
                 out=logits,
             )
         else:
-            yield from _iter_predict_tiled_on_cluster(
+            yield from iter_predict_tiled_on_cluster(
                 client,
                 model,
                 data,
@@ -407,99 +389,6 @@ def predict_to_zarr(
 ) -> Path:
     """Segment an image of any size into an OME-Zarr store; see `iter_predict_to_zarr`."""
     return run_to_end(iter_predict_to_zarr(model, info, source, store, **settings))
-
-
-def iter_object_labels_blockwise(
-    foreground: Any,
-    out: Any,
-    *,
-    threshold: float = OBJECT_THRESHOLD,
-    min_size: int = 15,
-    split_touching: bool = True,
-    block_size: int = 1024,
-    margin: int = 128,
-) -> Generator[Progress, None, int]:
-    """Separate objects block by block, for foreground maps larger than memory.
-
-    Each block is read with `margin` pixels around it and given to
-    `object_labels`. A block keeps the objects whose first pixel (in row-major
-    order) lies inside it, and writes them whole, margin included, where `out`
-    is still 0. An object is therefore kept by exactly one block and never cut
-    at a block border, as long as it is less than `margin` pixels across.
-
-    Parameters
-    ----------
-    foreground : array-like, shape (..., Y, X)
-        Probability of belonging to any object class; read one block at a time.
-    out : array-like of uint32, same shape, filled with 0
-        Where the labels are written (a zarr array, say).
-    threshold, min_size, split_touching
-        Passed to `object_labels`.
-    block_size : int
-        Edge of the blocks, in pixels.
-    margin : int
-        Context read around each block; larger than any object.
-
-    Yields
-    ------
-    Progress
-        After each block.
-
-    Returns
-    -------
-    int
-        The number of objects; they are labelled 1 to that number.
-
-    Notes
-    -----
-    `object_labels` decides each object from its own connected region of the
-    thresholded map (neck splitting, size filter) and from the region grown
-    around it, so an object with its neighbourhood inside the block and margin
-    gets the same pixels as in a whole-image call. Objects wider than the margin
-    may be cut where blocks meet; numbering follows the blocks, so it differs
-    from a whole-image call.
-    """
-    if block_size < 1 or margin < 0:
-        raise ValueError("block_size must be positive and margin non-negative")
-    *stack_shape, height, width = foreground.shape
-    blocks = [
-        (stack_index, top, left)
-        for stack_index in np.ndindex(*stack_shape)
-        for top in range(0, height, block_size)
-        for left in range(0, width, block_size)
-    ]
-    count = 0
-    for done, (stack_index, top, left) in enumerate(blocks, 1):
-        bottom, right = min(top + block_size, height), min(left + block_size, width)
-        y0, x0 = max(0, top - margin), max(0, left - margin)
-        y1, x1 = min(height, bottom + margin), min(width, right + margin)
-        region = np.asarray(foreground[(*stack_index, slice(y0, y1), slice(x0, x1))])
-        labels = object_labels(
-            region, threshold=threshold, min_size=min_size, split_touching=split_touching
-        )
-        ids, first = np.unique(labels.ravel(), return_index=True)
-        rows, columns = np.divmod(first, labels.shape[1])
-        inside = (ids > 0) & (rows + y0 >= top) & (rows + y0 < bottom)
-        inside &= (columns + x0 >= left) & (columns + x0 < right)
-        kept = ids[inside][np.argsort(first[inside])]  # numbered in row-major order
-        if len(kept):
-            lookup = np.zeros(int(labels.max()) + 1, np.uint32)
-            lookup[kept] = np.arange(count + 1, count + len(kept) + 1, dtype=np.uint32)
-            new = lookup[labels]
-            found = np.nonzero(new)
-            (a, b), (c, d) = (
-                (int(found[0].min()), int(found[0].max()) + 1),
-                (int(found[1].min()), int(found[1].max()) + 1),
-            )
-            key = (*stack_index, slice(y0 + a, y0 + b), slice(x0 + c, x0 + d))
-            written = np.asarray(out[key])
-            new = new[a:b, c:d]
-            free = (written == 0) & (new > 0)  # a pixel another block claimed stays its
-            written[free] = new[free]
-            out[key] = written
-            count += len(kept)
-        yield Progress(done, len(blocks), f"separated objects in block {done} of {len(blocks)}")
-    return count
 
 
 # ------------------------------------------------------------------------- internals
@@ -572,108 +461,3 @@ def _iter_probabilities_and_classes(scores: Any, classes: Any) -> Generator[Prog
         scores[key] = band
         classes[(*stack_index, rows)] = class_labels(band)
         yield Progress(done, len(bands), f"class probabilities: band {done} of {len(bands)}")
-
-
-def _local_reads(client: Any) -> contextlib.AbstractContextManager:
-    """Read dask arrays in this process, even where a distributed client is the default."""
-    # dask.config.set applies on creation: only ever call this in a `with` statement
-    return dask.config.set(scheduler="threads") if client is not None else contextlib.nullcontext()
-
-
-def _model_payload(model: UNet) -> tuple[str, dict[str, Any], bytes]:
-    """Return (checksum, architecture, safetensors weights): all a worker needs, no pickle."""
-    from safetensors.torch import save
-
-    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    weights = save(state)
-    return hashlib.sha256(weights).hexdigest(), model.config.to_dict(), weights
-
-
-_worker_models: dict[tuple[str, str], tuple[UNet, torch.device]] = {}
-_worker_lock = threading.Lock()
-
-
-def _predict_on_worker(
-    payload: tuple[str, dict[str, Any], bytes],
-    inputs: np.ndarray,
-    device: str,
-    mixed_precision: bool | None,
-) -> np.ndarray:
-    """Run the network on a batch of tiles on a dask worker; the model is built once per worker."""
-    from safetensors.torch import load
-
-    checksum, architecture, weights = payload
-    with _worker_lock:
-        if (checksum, device) not in _worker_models:
-            model = UNet(UNetConfig.from_dict(architecture))
-            model.load_state_dict(load(weights))
-            target = select_device(device)
-            _worker_models.clear()  # one model at a time
-            _worker_models[checksum, device] = (model.for_inference().to(target), target)
-        model, target = _worker_models[checksum, device]
-    return _run(model, inputs, target, mixed_precision)
-
-
-def _iter_predict_tiled_on_cluster(
-    client: Any,
-    model: UNet,
-    image: Any,
-    *,
-    out: Any,
-    tile_size: TileSize,
-    batch_size: int | None,
-    device: str,
-    mixed_precision: bool | None,
-    channel_axis: int | None,
-    intensity_range: tuple[float, float],
-) -> Generator[Progress, None, None]:
-    """`iter_predict_tiled` (logits) with the network on the workers of a dask cluster.
-
-    The same tiles, read and scaled by the same code; a few batches per worker
-    thread are in flight at once, so memory stays bounded.
-    """
-    from distributed import as_completed
-
-    if batch_size is not None and batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    config = model.config
-    image = _as_channels_first(image, config.in_channels, channel_axis)
-    height, width = image.shape[-2:]
-    tiles = _tiles(model, (*image.shape[:-3], height, width), tile_size)
-    low, scale = _intensity_mapping(intensity_range)
-    batches = iter(_batches(tiles, batch_size or 1))
-    [payload] = client.scatter([_model_payload(model)], broadcast=True)
-    in_flight = 2 * max(1, sum(client.nthreads().values()))
-    pending: dict[Any, list] = {}
-    finished = as_completed()
-
-    def submit_next() -> None:
-        batch = next(batches, None)
-        if batch is None:
-            return
-        with _local_reads(client):
-            inputs = _read_inputs(image, batch, low, scale)
-        future = client.submit(
-            _predict_on_worker, payload, inputs, str(device), mixed_precision, pure=False
-        )
-        pending[future] = batch
-        finished.add(future)
-
-    try:
-        for _ in range(in_flight):
-            submit_next()
-        done = 0
-        yield Progress(0, len(tiles), "predicting on the cluster")
-        for future in finished:
-            batch = pending.pop(future)
-            result = future.result()
-            for tile, prediction in zip(batch, result, strict=True):
-                out[(*tile.stack_index, slice(None), tile.out_y, tile.out_x)] = prediction[
-                    :, tile.keep_y, tile.keep_x
-                ]
-            done += len(batch)
-            submit_next()
-            yield Progress(done, len(tiles), f"predicted {done} of {len(tiles)} tiles")
-    finally:
-        if pending:
-            client.cancel(list(pending))

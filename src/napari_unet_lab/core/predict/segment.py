@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from ..images import intensity_range_for
+from ..images import check_image, intensity_range_for
 from ..model.files import ModelInfo
 from ..model.unet import UNet
 from ..progress import Progress, run_to_end
-from .objects import OBJECT_THRESHOLD, class_labels, object_labels
+from .objects import DEFAULT_OBJECTS, OBJECT_THRESHOLD, class_labels, object_labels
 from .tiling import TileSize, iter_predict_tiled
 
 
@@ -38,76 +38,6 @@ class Segmentation:
     objects: np.ndarray
 
 
-def image_channel_axis(shape: tuple[int, ...], in_channels: int, rgb: bool = False) -> int | None:
-    """Work out which axis of an image holds the channels a model expects.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        Shape of the image.
-    in_channels : int
-        Channels the model takes.
-    rgb : bool
-        The image is RGB(A), channels last (as napari's ``Image.rgb``).
-
-    Returns
-    -------
-    int or None
-        The channel axis, or None for a single-channel model.
-
-    Raises
-    ------
-    ValueError
-        With a message for the user when the image does not fit the model, or
-        when it is ambiguous which axis holds the channels.
-    """
-    if len(shape) < 2 or (rgb and len(shape) < 3):
-        raise ValueError(f"expected a 2D image or a stack, got shape {shape}")
-    if in_channels == 1:
-        if rgb:
-            raise ValueError(
-                "this model takes grayscale images, but the image is RGB; "
-                "split its channels (right-click the layer ▸ Split RGB) and pick one"
-            )
-        return None
-    if rgb:
-        if shape[-1] != in_channels:
-            raise ValueError(
-                f"the model takes {in_channels} channels, the RGB image has {shape[-1]}"
-            )
-        return len(shape) - 1
-    candidates = [axis for axis, size in enumerate(shape[:-2]) if size == in_channels]
-    if not candidates:
-        raise ValueError(
-            f"the model takes {in_channels} channels, but no axis of the image (shape "
-            f"{shape}) has {in_channels} entries"
-        )
-    if len(candidates) > 1:
-        raise ValueError(
-            f"more than one axis of the image (shape {shape}) could hold the "
-            f"{in_channels} channels; reorder the axes so channels come first"
-        )
-    return candidates[0]
-
-
-def check_image(image: Any) -> None:
-    """Raise a clear ValueError for images no model can segment.
-
-    Empty images, non-numeric data, and (for in-memory arrays) NaN or infinite
-    values are refused. Lazy arrays are checked tile by tile during prediction.
-    """
-    if image.ndim < 2:
-        raise ValueError(f"expected a 2D image or a stack of them, got {image.ndim} dimension(s)")
-    if 0 in image.shape:
-        raise ValueError("the image is empty")
-    dtype = np.dtype(image.dtype)
-    if dtype.kind not in "biuf":  # bool, integers, floats
-        raise ValueError(f"cannot segment an image of type {dtype}")
-    if isinstance(image, np.ndarray) and np.issubdtype(dtype, np.floating):
-        if not np.isfinite(image).all():
-            raise ValueError("the image contains NaN or infinite values; fix or mask them first")
-
-
 def iter_segment(
     model: UNet,
     info: ModelInfo,
@@ -118,8 +48,8 @@ def iter_segment(
     batch_size: int | None = None,
     device: str = "auto",
     threshold: float = OBJECT_THRESHOLD,
-    min_size: int = 15,
-    split_touching: bool = True,
+    min_size: int = DEFAULT_OBJECTS.min_size,
+    split_touching: bool = DEFAULT_OBJECTS.split_touching,
 ) -> Generator[Progress, None, Segmentation]:
     """Segment an image, yielding progress; the generator's return value is the result.
 
@@ -137,10 +67,9 @@ def iter_segment(
     threshold, min_size, split_touching
         Passed to `object_labels`.
     """
-    check_image(image)
+    channel_axis = check_image(image, model.config.in_channels, rgb)
     if model.config != info.config:
         raise ValueError("the model does not match its description")
-    channel_axis = image_channel_axis(tuple(image.shape), model.config.in_channels, rgb)
     intensity_range = intensity_range_for(image, info.normalization)
     probabilities = yield from iter_predict_tiled(
         model,

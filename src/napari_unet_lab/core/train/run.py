@@ -1,425 +1,33 @@
 """Training a U-Net on annotated images, as a generator of small progress records.
 
-The loss is the pixel-wise cross-entropy weighted by a border weight map, as in
-Ronneberger et al. (2015), a soft Dice or Jaccard loss, or cross-entropy plus
-Dice, on random patches of the size the network accepts. Patches are deformed
-elastically on the training device (`core.augment`). Pixels that nobody
-annotated (`targets.UNANNOTATED`) count for nothing.
-
-References
-----------
-.. [1] O. Ronneberger, P. Fischer, T. Brox, "U-Net: Convolutional Networks for
-       Biomedical Image Segmentation", MICCAI 2015, arXiv:1505.04597.
-.. [2] F. Milletari, N. Navab, S.-A. Ahmadi, "V-Net: Fully Convolutional Neural
-       Networks for Volumetric Medical Image Segmentation", 3DV 2016 (soft Dice).
+A `TrainingRun` draws random patches of the size the network accepts, deforms
+them on the training device (`augment.augment_batch`) and takes one optimiser
+step per batch on the loss of `losses.training_loss`. It can be stepped
+through, validated, previewed, saved and resumed. Build one from annotated
+images with `pipeline.prepare_training`, the one way every caller does.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..config import AugmentationConfig, _from_dict
 from ..device import autocast, autocast_dtype
-from ..images import DEFAULT_NORMALIZATION, intensity_range_for
+from ..images import channels_first, intensity_range_for, normalised
 from ..model.unet import UNet
-from ..predict.tiling import mirror_indices, predict_tiled
-from ..progress import Progress
+from ..predict.tile_plan import mirror_indices
 from .augment import augment_batch
-from .targets import AnnotationKind, TrainingTarget, training_target
-
-LossName = Literal["cross_entropy", "dice", "jaccard", "cross_entropy+dice"]
-LOSSES = ("cross_entropy", "dice", "jaccard", "cross_entropy+dice")
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """How a network is trained."""
-
-    steps: int = 1500  # optimiser steps, one batch of patches each
-    batch_size: int = 4  # patches per step
-    patch_size: int = 252  # input patch edge, rounded up to a size the network accepts
-    learning_rate: float = 1e-3  # Adam step size at the start
-    cosine_decay: bool = True  # lower the learning rate to 0 along a half cosine
-    # measured choice, see benchmarks/README.md ("Which loss"): cross-entropy with border
-    # weights separates touching objects, Dice adds overlap directly
-    loss: LossName = "cross_entropy+dice"
-    object_patch_share: float = 0.8  # share of patches centred on an object pixel
-    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    validate_every: int = 0  # steps between validations; 0: only after the last step
-    patience: int = 0  # validations without improvement before stopping early; 0: never
-    freeze_encoder: bool = False  # train only the decoder and head (fine-tuning)
-    mixed_precision: bool | None = None  # None: on for CUDA, off elsewhere
-    channels_last: bool | None = None  # memory layout for convolutions; None: on for CUDA
-    normalization: dict[str, Any] = field(
-        default_factory=lambda: dict(DEFAULT_NORMALIZATION)
-    )  # intensity mapping; the model file stores the same, for prediction
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be at least 1")
-        if not 0 <= self.object_patch_share <= 1:
-            raise ValueError("object_patch_share must be between 0 and 1")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.validate_every < 0 or self.patience < 0:
-            raise ValueError("validate_every and patience must not be negative")
-        if isinstance(self.augmentation, dict):  # as read back from JSON
-            object.__setattr__(self, "augmentation", AugmentationConfig(**self.augmentation))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings as a JSON-ready dictionary."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, settings: dict[str, Any]) -> TrainingSettings:
-        """Build from a dictionary, refusing unknown keys with a clear message."""
-        settings = dict(settings)
-        if isinstance(settings.get("augmentation"), dict):
-            settings["augmentation"] = AugmentationConfig.from_dict(settings["augmentation"])
-        return _from_dict(cls, settings, "training")
-
-
-# ----------------------------------------------------------------------- losses
-def weighted_cross_entropy(
-    logits: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
-    """Return the weighted cross-entropy per annotated pixel, eq. 1 of [1]_.
-
-    Parameters
-    ----------
-    logits : (B, K, H, W) tensor
-    classes : (B, H, W) int64 tensor
-        Class per pixel; negative values (unannotated) are ignored.
-    weights : (B, H, W) tensor
-        Weight per pixel.
-    """
-    annotated = classes >= 0
-    per_pixel = F.cross_entropy(logits.float(), classes.clamp_min(0), reduction="none")
-    return (per_pixel * weights * annotated).sum() / annotated.sum().clamp_min(1)
-
-
-def soft_overlap_loss(
-    logits: torch.Tensor, classes: torch.Tensor, kind: Literal["dice", "jaccard"] = "dice"
-) -> torch.Tensor:
-    """Return 1 − the soft Dice (or Jaccard) overlap of the object classes, [2]_.
-
-    Probabilities and one-hot targets are summed over the annotated pixels of
-    the whole batch, per object class (class 0, the background, is left out),
-    and the overlaps averaged over the classes. A smoothing term of 1 keeps
-    patches without objects from dividing by zero.
-
-    Examples
-    --------
-    >>> classes = torch.tensor([[[0, 1], [1, -1]]])
-    >>> sure = torch.tensor([[[[9.0, -9], [-9, 0]], [[-9.0, 9], [9, 0]]]])
-    >>> round(float(soft_overlap_loss(sure, classes)), 3)
-    0.0
-    """
-    n_classes = logits.shape[1]
-    annotated = (classes >= 0).unsqueeze(1)
-    probabilities = logits.float().softmax(dim=1) * annotated
-    one_hot = F.one_hot(classes.clamp_min(0), n_classes).permute(0, 3, 1, 2) * annotated
-    dims = (0, 2, 3)
-    intersection = (probabilities * one_hot).sum(dims)[1:]
-    total = probabilities.sum(dims)[1:] + one_hot.sum(dims)[1:]
-    if kind == "dice":
-        overlap = (2 * intersection + 1) / (total + 1)
-    else:
-        overlap = (intersection + 1) / (total - intersection + 1)
-    return 1 - overlap.mean()
-
-
-def training_loss(
-    logits: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor, loss: LossName
-) -> torch.Tensor:
-    """Return the loss named by `loss` (see `TrainingSettings.loss`)."""
-    if loss == "cross_entropy":
-        return weighted_cross_entropy(logits, classes, weights)
-    if loss in ("dice", "jaccard"):
-        return soft_overlap_loss(logits, classes, loss)
-    return weighted_cross_entropy(logits, classes, weights) + soft_overlap_loss(logits, classes)
-
-
-# ------------------------------------------------------------------- validation
-@dataclass(frozen=True)
-class ValidationScores:
-    """Overlap of prediction and annotation on held-out images.
-
-    Attributes
-    ----------
-    iou, dice : float
-        Intersection over union and Dice coefficient, per object class over
-        the annotated pixels of all images, averaged over the object classes.
-    class_iou : tuple of float
-        IoU of each object class (classes 1, 2, …).
-    """
-
-    iou: float
-    dice: float
-    class_iou: tuple[float, ...]
-
-
-def _channel_axis(model: UNet) -> int | None:
-    return 0 if model.config.in_channels > 1 else None
-
-
-def predict_probabilities(
-    model: UNet,
-    image: np.ndarray,
-    normalization: dict[str, Any] | None = None,
-    tile_size: int | None = 512,
-) -> np.ndarray:
-    """Return the class probabilities of an image, (K, Y, X), with the model as it is now.
-
-    Parameters
-    ----------
-    model : UNet
-        The network; it is not changed.
-    image : (Y, X) or (C, Y, X) array
-        The image, with raw intensities.
-    normalization : dict, optional
-        The model's intensity normalisation (default: percentiles 1 and 99.8).
-    tile_size : int or None
-        Input tile edge for `predict_tiled`.
-    """
-    return predict_tiled(
-        model,
-        image,
-        tile_size=tile_size,
-        device=next(model.parameters()).device,
-        channel_axis=_channel_axis(model),
-        intensity_range=intensity_range_for(image, normalization),
-    )
-
-
-def predict_foreground(
-    model: UNet,
-    image: np.ndarray,
-    normalization: dict[str, Any] | None = None,
-    tile_size: int | None = 512,
-) -> np.ndarray:
-    """Return the pixels a model assigns to its first object class (class 1), (Y, X) bool."""
-    return predict_probabilities(model, image, normalization, tile_size).argmax(axis=0) == 1
-
-
-def _as_classes(target: TrainingTarget | np.ndarray) -> np.ndarray:
-    if isinstance(target, TrainingTarget):
-        return target.classes
-    return np.asarray(target).astype(np.int64)  # a boolean foreground becomes classes 0/1
-
-
-def validation_scores(
-    model: UNet,
-    images: Sequence[np.ndarray],
-    targets: Sequence[TrainingTarget | np.ndarray],
-    normalization: dict[str, Any] | None = None,
-) -> ValidationScores:
-    """Measure IoU and Dice of a model's prediction against annotations.
-
-    Parameters
-    ----------
-    model : UNet
-        The network.
-    images : sequence of (Y, X) or (C, Y, X) arrays
-        Raw images.
-    targets : sequence of TrainingTarget or (Y, X) arrays
-        Classes per pixel (negative: not annotated, ignored), or boolean object masks.
-    normalization : dict, optional
-        The model's intensity normalisation.
-
-    Returns
-    -------
-    ValidationScores
-        Pooled over all images; a class absent from both prediction and
-        annotation scores 1.
-    """
-    n_classes = model.config.n_classes
-    intersection = np.zeros(n_classes, dtype=np.int64)
-    union = np.zeros(n_classes, dtype=np.int64)
-    for image, target in zip(images, targets, strict=True):
-        truth = _as_classes(target)
-        annotated = truth >= 0
-        predicted = predict_probabilities(model, image, normalization).argmax(axis=0)
-        predicted, truth = predicted[annotated], truth[annotated]
-        for c in range(1, n_classes):
-            is_predicted, is_true = predicted == c, truth == c
-            intersection[c] += np.count_nonzero(is_predicted & is_true)
-            union[c] += np.count_nonzero(is_predicted | is_true)
-    iou = [intersection[c] / union[c] if union[c] else 1.0 for c in range(1, n_classes)]
-    dice = [
-        2 * intersection[c] / (intersection[c] + union[c]) if union[c] else 1.0
-        for c in range(1, n_classes)
-    ]
-    return ValidationScores(float(np.mean(iou)), float(np.mean(dice)), tuple(map(float, iou)))
-
-
-def foreground_iou(
-    model: UNet,
-    images: Sequence[np.ndarray],
-    foregrounds: Sequence[np.ndarray],
-    normalization: dict[str, Any] | None = None,
-) -> float:
-    """Return the object pixel IoU of a two-class model over some images, pooled.
-
-    `foregrounds` are the true object masks, e.g. ``labels > 0``.
-    """
-    return validation_scores(model, images, foregrounds, normalization).iou
-
-
-# ------------------------------------------------------------------ live preview
-@dataclass
-class Preview:
-    """What the network makes of a region of an image, mid-training.
-
-    Attributes
-    ----------
-    step : int
-        Training step the preview shows.
-    index : int
-        Which training image (or -1 for another image).
-    region : (slice, slice)
-        Where in the image the preview lies.
-    classes : (Y, X) uint8 array
-        Most likely class.
-    uncertainty : (Y, X) float32 array
-        Entropy of the class probabilities, divided by its maximum log(K):
-        0 sure, 1 no idea. High values show where annotating helps most.
-    """
-
-    step: int
-    index: int
-    region: tuple[slice, slice]
-    classes: np.ndarray
-    uncertainty: np.ndarray
-
-
-def uncertainty_map(probabilities: np.ndarray) -> np.ndarray:
-    """Return the normalised entropy of class probabilities (K, ...) → (...), in [0, 1].
-
-    Examples
-    --------
-    >>> uncertainty_map(np.array([[0.5, 1.0], [0.5, 0.0]])).round(3)
-    array([1., 0.], dtype=float32)
-    """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(probabilities > 0, probabilities * np.log(probabilities), 0.0)
-    entropy = -terms.sum(axis=0) / math.log(probabilities.shape[0])
-    return (entropy + 0.0).astype(np.float32)  # + 0.0 turns -0.0 into 0.0
-
-
-# ---------------------------------------------------------------------- progress
-@dataclass(frozen=True)
-class TrainingProgress:
-    """One training step done.
-
-    Attributes
-    ----------
-    step, total_steps : int
-        Steps finished, and planned.
-    loss : float
-        Loss of this step's batch.
-    learning_rate : float
-        Step size used for this step.
-    seconds : float
-        Training time so far, validation excluded.
-    validation : ValidationScores or None
-        Scores on the validation images, where measured at this step.
-    stopped_early : bool
-        Validation stopped improving; this is the last step.
-    """
-
-    step: int
-    total_steps: int
-    loss: float
-    learning_rate: float
-    seconds: float
-    validation: ValidationScores | None = None
-    stopped_early: bool = False
-
-    @property
-    def fraction(self) -> float:
-        """Share of the training done, from 0 to 1."""
-        return self.step / self.total_steps
-
-    @property
-    def done(self) -> int:
-        """Steps done (as `Progress.done`)."""
-        return self.step
-
-    @property
-    def total(self) -> int:
-        """Steps planned (as `Progress.total`)."""
-        return self.total_steps
-
-    @property
-    def validation_iou(self) -> float | None:
-        """Validation IoU, where measured at this step."""
-        return None if self.validation is None else self.validation.iou
-
-    @property
-    def eta_seconds(self) -> float:
-        """Training time left at the pace so far, validation excluded."""
-        return self.seconds / max(self.step, 1) * (self.total_steps - self.step)
-
-    @property
-    def message(self) -> str:
-        """A short line for a status bar."""
-        text = f"step {self.step} of {self.total_steps}, loss {self.loss:.4f}"
-        if self.validation is not None:
-            text += f", validation IoU {self.validation.iou:.3f}"
-        if self.stopped_early:
-            text += ", stopped: validation no longer improves"
-        return text
-
-
-@dataclass
-class TrainingResult:
-    """What a finished training run returns.
-
-    Attributes
-    ----------
-    model : UNet
-        The trained network (the one passed in, trained in place); with
-        validation, the weights of the best validation.
-    losses : list of float
-        Loss of every step.
-    steps : int
-        Steps done.
-    seconds : float
-        Training time, validation excluded.
-    validation : ValidationScores or None
-        Scores of the weights returned.
-    best_step : int or None
-        Step whose weights are returned, if validated.
-    stopped_early : bool
-        Training ended before `steps` because validation stopped improving.
-    history : list of (int, ValidationScores)
-        Every validation, by step.
-    """
-
-    model: UNet
-    losses: list[float]
-    steps: int
-    seconds: float
-    validation: ValidationScores | None = None
-    best_step: int | None = None
-    stopped_early: bool = False
-    history: list[tuple[int, ValidationScores]] = field(default_factory=list)
-
-    @property
-    def validation_iou(self) -> float | None:
-        """Validation IoU of the weights returned."""
-        return None if self.validation is None else self.validation.iou
+from .losses import training_loss
+from .records import TrainingProgress, TrainingResult
+from .settings import TrainingSettings
+from .targets import TrainingTarget
+from .validation import Preview, ValidationScores, class_map, region_preview, validation_scores
 
 
 # -------------------------------------------------------------------------- run
@@ -435,8 +43,9 @@ class TrainingRun:
     model : UNet
         The network to train, in place, on the device it is on.
     images : sequence of (Y, X) or (C, Y, X) arrays
-        Raw training images (C = the model's input channels); each is
-        normalised once with ``settings.normalization``.
+        Raw training images (C = the model's input channels); each is kept
+        as the network sees it, (C, Y, X) float32 (`images.normalised` with
+        ``settings.normalization``), the same values prediction gives it.
     targets : sequence of TrainingTarget or (Y, X) int arrays
         Classes per pixel, negative where not annotated (see
         `targets.training_target`).
@@ -451,6 +60,13 @@ class TrainingRun:
     validation : sequence of (image, target) pairs, optional
         Held-out raw images and their annotations (TrainingTarget, class
         arrays or boolean object masks), for `validation_scores`.
+
+    Attributes
+    ----------
+    images, targets, weights : list of arrays
+        What patches are cut from: normalised (C, Y, X) images, classes, weights.
+    class_weights : ndarray or None
+        Class weights all images share, as `pipeline.prepare_training` set them.
 
     Notes
     -----
@@ -488,12 +104,17 @@ class TrainingRun:
         self.images: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
         self.weights: list[np.ndarray] = []
+        # the targets as given, where they are TrainingTarget: their class weights can change
+        self.annotations: list[TrainingTarget | None] = []
+        # class weights shared by all images, where one rule balanced them (prepare_training)
+        self.class_weights: np.ndarray | None = None
         self._centres: list[tuple[np.ndarray, np.ndarray | None]] = []
         for image in images:
             self.images.append(self._normalised(image))
         for index, (target, weight) in enumerate(zip(targets, weights, strict=True)):
             self.targets.append(np.empty(0, dtype=np.int64))
             self.weights.append(np.empty(0, dtype=np.float32))
+            self.annotations.append(None)
             self._centres.append((np.empty(0, dtype=np.int64), None))
             self.set_annotation(index, target, weight, check=False)
         self._check_classes()
@@ -533,6 +154,7 @@ class TrainingRun:
 
     # ---------------------------------------------------------------- data
     def _normalised(self, image: np.ndarray) -> np.ndarray:
+        """Return an image as the network sees it: (C, Y, X) float32, as prediction does."""
         image = np.asarray(image)
         channels = self.model.config.in_channels
         expected = 2 if channels == 1 else 3
@@ -543,12 +165,8 @@ class TrainingRun:
             )
         if image.dtype.kind not in "iufb":
             raise ValueError(f"images must hold numbers, got {image.dtype}")
-        if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
-            raise ValueError("a training image holds NaN or infinite values")
-        low, high = intensity_range_for(image, self.settings.normalization)
-        scale = 1.0 / (high - low) if high != low else 1.0
-        # the same float32 arithmetic as prediction
-        return (image.astype(np.float32) - np.float32(low)) * np.float32(scale)
+        pixels = channels_first(image, 0 if channels > 1 else None)
+        return normalised(pixels, intensity_range_for(image, self.settings.normalization))
 
     def set_annotation(
         self,
@@ -565,7 +183,7 @@ class TrainingRun:
             if not isinstance(target, TrainingTarget):
                 raise ValueError("give weights, or a target made by training_target")
             weights = target.weights
-        classes = _as_classes(target)
+        classes = class_map(target)
         weights = np.asarray(weights, dtype=np.float32)
         shape = self.images[index].shape[-2:]
         if classes.shape != shape or weights.shape != shape:
@@ -579,6 +197,7 @@ class TrainingRun:
                 f"{self.model.config.n_classes}; start from a network with as many classes"
             )
         self.targets[index], self.weights[index] = classes, weights
+        self.annotations[index] = target if isinstance(target, TrainingTarget) else None
         annotated = classes >= 0
         # flat indices of object and (if not everything is) annotated pixels, to centre patches
         self._centres[index] = (
@@ -604,7 +223,7 @@ class TrainingRun:
     def sample_patch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return one random (image, target, weights) patch, all ``patch_size`` square.
 
-        The image patch is (P, P), or (C, P, P) for several channels.
+        The image patch is (C, P, P), the target and weights (P, P).
         """
         rng, size = self.rng, self.patch_size
         index = int(rng.integers(len(self.images)))
@@ -646,9 +265,7 @@ class TrainingRun:
         Images are (B, C, P, P); classes and weights (B, O, O), the output window.
         """
         patches = [self.sample_patch() for _ in range(self.settings.batch_size)]
-        images = torch.from_numpy(np.stack([p[0] for p in patches]))
-        if images.ndim == 3:
-            images = images[:, None]
+        images = torch.from_numpy(np.stack([p[0] for p in patches]))  # (B, C, P, P)
         classes = torch.from_numpy(np.stack([p[1] for p in patches]))
         weights = torch.from_numpy(np.stack([p[2] for p in patches]))
         device = self.device
@@ -755,7 +372,7 @@ class TrainingRun:
     def preview(
         self, image: np.ndarray, region: tuple[slice, slice] | None = None, index: int = -1
     ) -> Preview:
-        """Predict a region of an image with the network as it is now.
+        """Predict a region of any image with the network as it is now.
 
         Parameters
         ----------
@@ -766,45 +383,25 @@ class TrainingRun:
             around the region is used as context, as in prediction.
         index : int
             Which training image it is, for the caller; -1 for none.
+
+        Returns
+        -------
+        Preview
+            Equal to prediction of the whole image, cut to the region.
         """
         image = np.asarray(image)
-        height, width = image.shape[-2:]
-        if region is None:
-            region = (slice(0, height), slice(0, width))
-        rows = slice(*region[0].indices(height)[:2])
-        cols = slice(*region[1].indices(width)[:2])
-        if rows.stop <= rows.start or cols.stop <= cols.start:
-            raise ValueError("the preview region is empty")
-        # context reaching past every input window, starting on the pooling grid of the
-        # whole image, so the preview equals a prediction of the whole image there
-        reach, grid = self.model.receptive_field, self.model.size_multiple
-        context = (
-            slice(max((rows.start - reach) // grid * grid, 0), min(rows.stop + reach, height)),
-            slice(max((cols.start - reach) // grid * grid, 0), min(cols.stop + reach, width)),
-        )
-        low, high = intensity_range_for(image, self.settings.normalization)
-        crop = image[(..., *context)]
-        was_training = self.model.training
-        probabilities = predict_tiled(
-            self.model,
-            crop,
-            device=self.device,
-            channel_axis=_channel_axis(self.model),
-            intensity_range=(low, high),
-        )
-        self.model.train(was_training)
-        inner = (
-            slice(rows.start - context[0].start, rows.stop - context[0].start),
-            slice(cols.start - context[1].start, cols.stop - context[1].start),
-        )
-        probabilities = probabilities[(slice(None), *inner)]
-        return Preview(
-            self.step,
-            index,
-            (rows, cols),
-            probabilities.argmax(axis=0).astype(np.uint8),
-            uncertainty_map(probabilities),
-        )
+        channels = self.model.config.in_channels
+        pixels = channels_first(image, 0 if channels > 1 else None)
+        low_high = intensity_range_for(image, self.settings.normalization)
+        return region_preview(self.model, pixels, region, low_high, self.step, index)
+
+    def preview_training_image(
+        self, index: int, region: tuple[slice, slice] | None = None
+    ) -> Preview:
+        """Predict a region of training image `index` (see `preview`), from its normalised copy."""
+        if not 0 <= index < len(self.images):
+            raise ValueError(f"there is no training image {index} (there are {len(self.images)})")
+        return region_preview(self.model, self.images[index], region, None, self.step, index)
 
     # ------------------------------------------------------------- save/resume
     def state_dict(self) -> dict[str, Any]:
@@ -894,92 +491,3 @@ def train(
     """
     run = TrainingRun(model, images, targets, weights, settings, rng, validation)
     return (yield from run.run())
-
-
-def fine_tuning_copy(model: UNet, n_classes: int, rng: int | None = None) -> UNet:
-    """Return a copy of a trained network to fine-tune for `n_classes` classes.
-
-    The copy keeps every weight; if the class count differs, its last layer
-    (the head) is replaced by a freshly initialised one, so a two-class base
-    model can learn, say, three classes from scribbles.
-    """
-    tuned = copy.deepcopy(model)
-    if n_classes == model.config.n_classes:
-        return tuned
-    return tuned.with_classes(n_classes, rng)
-
-
-@dataclass
-class AnnotatedImage:
-    """An image and what the user annotated on it.
-
-    Attributes
-    ----------
-    image : (Y, X) or (C, Y, X) array
-        Raw intensities.
-    annotation : (Y, X) int array
-        Objects or scribbles, as `kind` says (see `targets.training_target`).
-    kind : {"objects", "scribbles"}
-        What the annotation is.
-    region : (Y, X) bool array, optional
-        Where the annotation holds; default everywhere.
-    name : str
-        How the user calls it, for messages.
-    """
-
-    image: np.ndarray
-    annotation: np.ndarray
-    kind: AnnotationKind = "objects"
-    region: np.ndarray | None = None
-    name: str = "image"
-
-    def target(self, w0: float = 10.0, sigma: float = 5.0) -> TrainingTarget:
-        """Return the training target, with a message naming the image on bad input."""
-        image_shape = np.shape(self.image)[-2:]
-        if np.shape(self.annotation) != image_shape:
-            raise ValueError(
-                f"{self.name}: the annotations {np.shape(self.annotation)} do not match the "
-                f"image {image_shape}; annotate on a Labels layer of the image's size"
-            )
-        try:
-            return training_target(self.annotation, self.kind, self.region, w0, sigma)
-        except ValueError as error:
-            raise ValueError(f"{self.name}: {error}") from None
-
-
-def prepare_training(
-    model: UNet,
-    training: Sequence[AnnotatedImage],
-    validation: Sequence[AnnotatedImage] = (),
-    settings: TrainingSettings | None = None,
-    rng: int | np.random.Generator | None = None,
-    w0: float = 10.0,
-    sigma: float = 5.0,
-) -> Generator[Progress, None, TrainingRun]:
-    """Turn annotated images into a training run, yielding progress per image.
-
-    The network is fine-tuned as it is, or, if the annotations name more
-    classes than it has, a copy with a new head is (`fine_tuning_copy`).
-
-    Returns
-    -------
-    TrainingRun
-        Ready to `run`; its ``model`` is the network being trained.
-    """
-    if not training:
-        raise ValueError("choose at least one image with annotations to train on")
-    total = len(training) + len(validation)
-    targets = []
-    for done, item in enumerate(training):
-        yield Progress(done, total, f"preparing annotations of {item.name}")
-        targets.append(item.target(w0, sigma))
-    checks = []
-    for done, item in enumerate(validation, start=len(training)):
-        yield Progress(done, total, f"preparing annotations of {item.name}")
-        checks.append((item.image, item.target(w0, sigma)))
-    n_classes = max(target.n_classes for target in targets)
-    if n_classes > model.config.n_classes:
-        model = fine_tuning_copy(model, n_classes, rng=0)
-    yield Progress(total, total, "starting")
-    images = [item.image for item in training]
-    return TrainingRun(model, images, targets, None, settings, rng, checks)

@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.segmentation import relabel_sequential
 
 # The separation term is left out where it is below this share of w0.
 NEGLIGIBLE = 1e-4
@@ -25,6 +26,29 @@ BACKGROUND, NUCLEUS = 0, 1
 UNANNOTATED = -1
 
 AnnotationKind = Literal["objects", "scribbles"]
+
+# Most classes a network may learn from scribbles, background included: previews hold
+# classes as uint8, and a stray label (say 70000) must not build a 69,999-class network.
+MAX_CLASSES = 256
+
+
+def sequential_labels(labels: np.ndarray) -> np.ndarray:
+    """Return instance labels renumbered 1, 2, 3, … in the order of their ids, as int64.
+
+    Object ids can be anything (2**40, 1e8); the per-object work of border
+    weights is sized by the largest id, so ids are made consecutive first.
+    The order is kept, so which of two touching objects gives way to the gap
+    (`semantic_target_from_instances`) does not change.
+
+    Examples
+    --------
+    >>> sequential_labels(np.array([[0, 2**40, 7, 7]], dtype=np.uint64))
+    array([[0, 2, 1, 1]])
+    """
+    labels = np.asarray(labels)
+    if labels.size and labels.max(initial=0) <= labels.size:
+        return labels.astype(np.int64, copy=False)  # already cheap: ids bounded by pixels
+    return relabel_sequential(labels)[0].astype(np.int64)
 
 
 def semantic_target_from_instances(labels: np.ndarray) -> np.ndarray:
@@ -113,11 +137,15 @@ def _check_weight_arguments(labels: np.ndarray, w0: float, sigma: float) -> np.n
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"expected a 2D label image, got {labels.ndim} dimensions")
+    if labels.dtype.kind not in "iub":
+        raise ValueError(f"object labels must be integers, got {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise ValueError("object labels must not be negative")
     if sigma <= 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
     if w0 < 0:
         raise ValueError(f"w0 must not be negative, got {w0}")
-    return labels
+    return sequential_labels(labels)
 
 
 def border_weight_map(
@@ -244,16 +272,37 @@ class TrainingTarget:
         Loss weight of each pixel; 0 where unannotated.
     n_classes : int
         Classes the annotation speaks of, background included.
+    class_weights : 1D float64 array, optional
+        The class weights :math:`w_c` in `weights`, one per class; the rest of
+        a pixel's weight is its border (separation) term.
     """
 
     classes: np.ndarray
     weights: np.ndarray
     n_classes: int
+    class_weights: np.ndarray | None = None
 
     @property
     def annotated(self) -> np.ndarray:
         """Pixels the loss looks at."""
         return self.classes != UNANNOTATED
+
+    def with_class_weights(self, class_weights: Sequence[float]) -> TrainingTarget:
+        """Return the same target with other class weights, border terms kept.
+
+        Cheap (no distance transform), for when the balance over a whole
+        training set changes because one image's annotations did.
+        """
+        if self.class_weights is None:
+            raise ValueError("this target does not record its class weights")
+        new = np.asarray(class_weights, dtype=np.float64)
+        old = np.zeros(new.shape)
+        old[: min(len(self.class_weights), len(new))] = self.class_weights[: len(new)]
+        annotated = self.annotated
+        index = np.where(annotated, self.classes, 0)
+        weights = self.weights.astype(np.float64) + (new[index] - old[index])
+        weights = np.where(annotated, weights, 0.0).astype(np.float32)
+        return TrainingTarget(self.classes, weights, self.n_classes, new)
 
 
 def rectangles_mask(
@@ -290,51 +339,46 @@ def rectangles_mask(
     return mask
 
 
-def training_target(
-    annotation: np.ndarray,
-    kind: AnnotationKind = "objects",
-    region: np.ndarray | None = None,
-    w0: float = 10.0,
-    sigma: float = 5.0,
-) -> TrainingTarget:
-    """Turn an annotation painted in napari into classes and loss weights.
+def annotation_classes(
+    annotation: np.ndarray, kind: AnnotationKind = "objects", region: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """Return the classes an annotation gives its pixels, without any weights.
 
-    Parameters
-    ----------
-    annotation : (Y, X) array of int
-        ``"objects"``: instance masks, 0 background and each object its own
-        id; every pixel (inside `region`) is annotated. ``"scribbles"``:
-        sparse strokes, 0 not annotated, 1 background, 2, 3, … object classes.
-    kind : {"objects", "scribbles"}
-        Which of the two the annotation is.
-    region : (Y, X) bool array, optional
-        Where the annotation holds (e.g. `rectangles_mask` of the rectangles
-        the user drew); outside, nothing counts. Default: everywhere.
-    w0, sigma : float
-        Border weight parameters (see `border_weight_map`), for objects.
+    Cheap (no distance transform): what class balancing over several images
+    needs. The parameters are those of `training_target`.
 
     Returns
     -------
-    TrainingTarget
-        Objects become background/object classes with a one-pixel gap between
-        touching objects (`semantic_target_from_instances`) weighted by
-        `border_weight_map`, class frequencies balanced over the annotated
-        pixels. Scribbles become classes ``value - 1`` with class-balanced
-        weights.
-
-    Raises
-    ------
-    ValueError
-        For a label image that is not 2D, negative or fractional labels, a
-        region of another shape, or no annotated pixel at all.
-
-    Examples
-    --------
-    >>> strokes = np.array([[0, 1, 1, 2]])
-    >>> target = training_target(strokes, "scribbles")
-    >>> target.classes, target.weights, target.n_classes
-    (array([[-1,  0,  0,  1]]), array([[0.  , 0.75, 0.75, 1.5 ]], dtype=float32), 2)
+    classes : (Y, X) int64 array
+        0 the background, `UNANNOTATED` (-1) where nothing is known.
+    n_classes : int
+        Classes the annotation speaks of, background included.
     """
+    return _classes(*_checked_annotation(annotation, kind, region), kind)
+
+
+def _classes(
+    annotation: np.ndarray, region: np.ndarray, kind: AnnotationKind
+) -> tuple[np.ndarray, int]:
+    if kind == "objects":
+        classes = semantic_target_from_instances(annotation).astype(np.int64)
+        n_classes = 2
+    else:
+        classes = annotation - 1
+        n_classes = max(int(classes.max(initial=0)) + 1, 2)
+        region = region & (classes >= 0)
+    if not region.any():
+        raise ValueError("nothing is annotated: paint some pixels (or draw a rectangle) first")
+    classes[~region] = UNANNOTATED
+    return classes, n_classes
+
+
+def _checked_annotation(
+    annotation: np.ndarray, kind: AnnotationKind, region: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the annotation as int64 (objects numbered 1, 2, …) and the region, or refuse."""
+    if kind not in ("objects", "scribbles"):
+        raise ValueError(f"kind must be 'objects' or 'scribbles', got {kind!r}")
     annotation = np.asarray(annotation)
     if annotation.ndim != 2:
         raise ValueError(
@@ -344,13 +388,21 @@ def training_target(
     if annotation.dtype.kind == "f":
         if not np.all(np.isfinite(annotation)) or np.any(annotation != np.round(annotation)):
             raise ValueError("annotations must be whole numbers (a Labels layer)")
-        annotation = annotation.astype(np.int64)
-    elif annotation.dtype.kind == "b":
-        annotation = annotation.astype(np.int64)
-    elif annotation.dtype.kind not in "iu":
+    elif annotation.dtype.kind not in "iub":
         raise ValueError(f"annotations must be integer labels, got {annotation.dtype}")
     if annotation.size and annotation.min() < 0:
         raise ValueError("annotations must not be negative")
+    if kind == "scribbles":
+        largest = int(annotation.max(initial=0))
+        if largest > MAX_CLASSES:
+            raise ValueError(
+                f"the scribbles use label {largest}, which would make a network of "
+                f"{largest - 1} classes; paint the background with label 1 and each class "
+                f"with 2, 3, … (at most {MAX_CLASSES} labels)"
+            )
+        annotation = annotation.astype(np.int64)
+    else:
+        annotation = sequential_labels(annotation.astype(np.uint64, copy=False))
     if region is None:
         region = np.ones(annotation.shape, dtype=bool)
     region = np.asarray(region, dtype=bool)
@@ -358,21 +410,72 @@ def training_target(
         raise ValueError(
             f"the annotated region {region.shape} and annotation {annotation.shape} differ"
         )
-    if kind == "objects":
-        classes = semantic_target_from_instances(annotation).astype(np.int64)
-        n_classes = 2
-        balance = class_balance_weights([classes[region]], n_classes)
-        weights = border_weight_map(annotation, w0, sigma, class_weights=balance)
-    elif kind == "scribbles":
-        classes = annotation.astype(np.int64) - 1
-        n_classes = max(int(classes.max(initial=0)) + 1, 2)
-        region = region & (classes >= 0)
-        balance = class_balance_weights([classes[region]], n_classes)
-        weights = balance.astype(np.float32)[np.clip(classes, 0, None)]
+    return annotation, region
+
+
+def training_target(
+    annotation: np.ndarray,
+    kind: AnnotationKind = "objects",
+    region: np.ndarray | None = None,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+    class_weights: Sequence[float] | None = None,
+) -> TrainingTarget:
+    """Turn an annotation painted in napari into classes and loss weights.
+
+    Parameters
+    ----------
+    annotation : (Y, X) array of int
+        ``"objects"``: instance masks, 0 background and each object its own
+        id (any ids: they are renumbered consecutively first); every pixel
+        (inside `region`) is annotated. ``"scribbles"``: sparse strokes, 0 not
+        annotated, 1 background, 2, 3, … object classes (at most `MAX_CLASSES`).
+    kind : {"objects", "scribbles"}
+        Which of the two the annotation is.
+    region : (Y, X) bool array, optional
+        Where the annotation holds (e.g. `rectangles_mask` of the rectangles
+        the user drew); outside, nothing counts. Default: everywhere.
+    w0, sigma : float
+        Border weight parameters (see `border_weight_map`), for objects.
+    class_weights : sequence of float, optional
+        Class weights :math:`w_c`, one per class (at least `n_classes`), e.g.
+        balanced over a whole training set; default: balanced over this
+        annotation's own pixels.
+
+    Returns
+    -------
+    TrainingTarget
+        Objects become background/object classes with a one-pixel gap between
+        touching objects (`semantic_target_from_instances`) weighted by
+        `border_weight_map`. Scribbles become classes ``value - 1`` weighted
+        by their class weights.
+
+    Raises
+    ------
+    ValueError
+        For a label image that is not 2D, negative or fractional labels, a
+        scribble label above `MAX_CLASSES`, a region of another shape, or no
+        annotated pixel at all.
+
+    Examples
+    --------
+    >>> strokes = np.array([[0, 1, 1, 2]])
+    >>> target = training_target(strokes, "scribbles")
+    >>> target.classes, target.weights, target.n_classes
+    (array([[-1,  0,  0,  1]]), array([[0.  , 0.75, 0.75, 1.5 ]], dtype=float32), 2)
+    """
+    annotation, region = _checked_annotation(annotation, kind, region)
+    classes, n_classes = _classes(annotation, region, kind)
+    annotated = classes != UNANNOTATED
+    if class_weights is None:
+        balance = class_balance_weights([classes[annotated]], n_classes)
     else:
-        raise ValueError(f"kind must be 'objects' or 'scribbles', got {kind!r}")
-    if not region.any():
-        raise ValueError("nothing is annotated: paint some pixels (or draw a rectangle) first")
-    classes[~region] = UNANNOTATED
-    weights = np.where(region, weights, 0).astype(np.float32)
-    return TrainingTarget(classes, weights, n_classes)
+        balance = np.asarray(class_weights, dtype=np.float64)
+        if balance.ndim != 1 or len(balance) < n_classes:
+            raise ValueError(f"expected {n_classes} class weights, got {balance.tolist()}")
+    if kind == "objects":
+        weights = border_weight_map(annotation, w0, sigma, class_weights=balance[:2])
+    else:
+        weights = balance.astype(np.float32)[np.clip(classes, 0, None)]
+    weights = np.where(annotated, weights, 0).astype(np.float32)
+    return TrainingTarget(classes, weights, n_classes, balance)

@@ -1,15 +1,9 @@
-"""OME-Zarr label images and multiscale groups, written and read with zarr directly.
+"""Multiscale images in OME-Zarr 0.4: levels, their metadata, and reading them lazily.
 
-OME-Zarr (NGFF, https://ngff.openmicroscopy.org/0.4/) is a small JSON convention on
-top of zarr: a group whose ``multiscales`` attribute names its resolution levels
-(arrays ``0``, ``1``, ...) with their axes, pixel sizes and units. Label images
-carry an ``image-label`` attribute as well. We write version 0.4 (zarr format 2,
-``/``-separated chunk keys), which Fiji, QuPath, napari-ome-zarr and neuroglancer
-read; we read 0.4 and 0.5.
-
-Every array is written and read chunk by chunk, so labels larger than memory
-(dask arrays, other zarr arrays) can be saved and opened: reading gives dask
-arrays, and nothing is loaded until napari asks for a region.
+A multiscale image is a zarr group whose ``multiscales`` attribute names its
+resolution levels (arrays ``0``, ``1``, ...) with their axes, pixel sizes and
+units. Every level is written and read chunk by chunk, so images larger than
+memory never have to fit in it.
 """
 
 from __future__ import annotations
@@ -26,89 +20,13 @@ import numpy as np
 import zarr
 from numcodecs import Blosc
 
-from ..progress import Progress, run_to_end
-from .atomic import folder_written_atomically
+from ...progress import Progress
+from .axes import Axis
 
 NGFF_VERSION = "0.4"
-# Our own attribute, beside OME's: says which of our stores a group is (see `store_kind`).
-PLUGIN_KEY = "napari-unet-lab"
-STORE_FORMAT_VERSION = 1
-
-# Length units as people write them -> the UDUNITS-2 names OME-Zarr requires; None: pixels.
-_UNIT_SPELLINGS = {
-    "": None,
-    "pixel": None,
-    "pixels": None,
-    "px": None,
-    "nm": "nanometer",
-    "nanometre": "nanometer",
-    "um": "micrometer",
-    "µm": "micrometer",  # micro sign
-    "μm": "micrometer",  # Greek mu
-    "micron": "micrometer",
-    "microns": "micrometer",
-    "micrometre": "micrometer",
-    "mm": "millimeter",
-    "millimetre": "millimeter",
-    "cm": "centimeter",
-    "centimetre": "centimeter",
-    "m": "meter",
-    "metre": "meter",
-    "å": "angstrom",
-    "s": "second",
-    "ms": "millisecond",
-}
-_OME_UNITS = {
-    *(
-        prefix + "meter"
-        for prefix in (
-            "yocto zepto atto femto pico nano micro milli centi deci "
-            "deca hecto kilo mega giga tera peta exa zetta yotta"
-        ).split()
-    ),
-    "meter",
-    "angstrom",
-    "foot",
-    "inch",
-    "mile",
-    "parsec",
-    "yard",
-    *(p + "second" for p in ("", "milli", "micro", "nano", "pico", "kilo")),
-    "minute",
-    "hour",
-    "day",
-}
 
 # Blosc with byte shuffle: fast, and the compressor every zarr reader has.
 _COMPRESSOR = Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One axis of an OME-Zarr image.
-
-    Attributes
-    ----------
-    name : str
-        ``"y"``, ``"x"``, ``"z"``, ``"t"``, ``"c"``, ...
-    type : str or None
-        ``"space"``, ``"time"``, ``"channel"``, or None if unknown.
-    unit : str or None
-        A UDUNITS-2 unit name (``"micrometer"``), or None for pixels.
-    """
-
-    name: str
-    type: str | None = "space"
-    unit: str | None = None
-
-    def to_json(self) -> dict[str, str]:
-        """Return the axis as OME-Zarr writes it."""
-        entry = {"name": self.name}
-        if self.type is not None:
-            entry["type"] = self.type
-        if self.unit is not None:
-            entry["unit"] = self.unit
-        return entry
 
 
 @dataclass
@@ -142,54 +60,6 @@ class Multiscale:
     def units(self) -> tuple[str | None, ...]:
         """The unit of each axis (None for pixels)."""
         return tuple(axis.unit for axis in self.axes)
-
-
-def ome_unit(unit: str | None) -> str | None:
-    """Return the OME-Zarr (UDUNITS-2) name of a unit, None for pixels.
-
-    Raises
-    ------
-    ValueError
-        If OME-Zarr has no such unit.
-
-    Examples
-    --------
-    >>> ome_unit("µm"), ome_unit("micrometer"), ome_unit("pixel")
-    ('micrometer', 'micrometer', None)
-    """
-    if unit is None:
-        return None
-    text = str(unit).strip()
-    key = text.lower()
-    if key in _UNIT_SPELLINGS:
-        return _UNIT_SPELLINGS[key]
-    if key in _OME_UNITS:
-        return key
-    raise ValueError(f"OME-Zarr has no unit {unit!r}; use e.g. 'micrometer' or 'nanometer'")
-
-
-def label_axes(ndim: int, units: str | Sequence[str | None] | None = None) -> tuple[Axis, ...]:
-    """Name the axes of a label image: ``(y, x)``, ``(z, y, x)`` or ``(t, z, y, x)``.
-
-    Parameters
-    ----------
-    ndim : int
-        2, 3 or 4.
-    units : str or sequence of str, optional
-        One unit for all axes, or one per axis (for time, a time unit).
-    """
-    names = {2: "yx", 3: "zyx", 4: "tzyx"}.get(ndim)
-    if names is None:
-        raise ValueError(f"labels must have 2 to 4 dimensions (t, z, y, x); got {ndim}")
-    if units is None or isinstance(units, str):
-        units = [units] * ndim
-    units = list(units)
-    if len(units) != ndim:
-        raise ValueError(f"got {len(units)} units for {ndim} dimensions")
-    return tuple(
-        Axis(name, "time" if name == "t" else "space", ome_unit(unit))
-        for name, unit in zip(names, units, strict=True)
-    )
 
 
 def pyramid_shapes(
@@ -347,127 +217,6 @@ def _chunk_bands(array: zarr.Array):
             yield (*stack, slice(top, min(top + rows, height)))
 
 
-def write_labels_ome_zarr(
-    path: str | os.PathLike,
-    labels: Any,
-    scale: Sequence[float] | None = None,
-    units: str | Sequence[str | None] | None = None,
-    *,
-    name: str | None = None,
-    levels: int | None = None,
-    chunk_size: int = 512,
-    overwrite: bool = False,
-) -> Path:
-    """Save a label image as an OME-Zarr multiscale label image, atomically.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The store to create, conventionally ending in ``.zarr``.
-    labels : array-like of integers, shape (Y, X), (Z, Y, X) or (T, Z, Y, X)
-        0 for background. NumPy, dask or zarr; written one band of chunks at a time,
-        so it may be larger than memory. The dtype is kept.
-    scale : sequence of float, optional
-        Pixel size per axis (napari's ``layer.scale``); 1 by default.
-    units : str or sequence of str, optional
-        One unit for all axes or one per axis (``"µm"``, ``"micrometer"``, ...);
-        None or ``"pixel"`` for uncalibrated axes.
-    name : str, optional
-        Name stored with the image (napari's layer name); the file name by default.
-    levels : int or None
-        Resolution levels, each half the size of the one before in Y and X
-        (every second pixel, so labels stay labels). None: until the image fits
-        in one `chunk_size` tile.
-    chunk_size : int
-        Chunk edge in Y and X.
-    overwrite : bool
-        Replace an existing store. Without it nothing existing is touched.
-
-    Returns
-    -------
-    Path
-        The store written.
-
-    Raises
-    ------
-    FileExistsError
-        If `path` exists and `overwrite` is false.
-    ValueError
-        If `labels` is not an integer array of 2 to 4 dimensions, or `scale` or
-        `units` do not fit it.
-
-    Notes
-    -----
-    The store is written to a hidden folder beside `path` and renamed to `path`
-    once complete, so `path` never holds a half-written store.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> labels = np.array([[0, 1], [2, 2]], dtype=np.uint16)
-    >>> path = write_labels_ome_zarr(f"{folder}/labels.zarr", labels, (0.5, 0.5), "µm")
-    >>> image = read_ome_zarr(path)
-    >>> image.scale, image.units, image.levels[0].dtype.name
-    ((0.5, 0.5), ('micrometer', 'micrometer'), 'uint16')
-    """
-    return run_to_end(
-        iter_write_labels_ome_zarr(
-            path,
-            labels,
-            scale,
-            units,
-            name=name,
-            levels=levels,
-            chunk_size=chunk_size,
-            overwrite=overwrite,
-        )
-    )
-
-
-def iter_write_labels_ome_zarr(
-    path: str | os.PathLike,
-    labels: Any,
-    scale: Sequence[float] | None = None,
-    units: str | Sequence[str | None] | None = None,
-    *,
-    name: str | None = None,
-    levels: int | None = None,
-    chunk_size: int = 512,
-    overwrite: bool = False,
-) -> Generator[Progress, None, Path]:
-    """Save labels as OME-Zarr, yielding progress; see `write_labels_ome_zarr`."""
-    path = Path(path)
-    dtype = np.dtype(labels.dtype)
-    if dtype.kind == "b" or not np.issubdtype(dtype, np.integer):
-        raise ValueError(
-            f"labels must be integers (one id per object), not {dtype}; "
-            "convert a mask with `mask.astype(np.uint8)` first"
-        )
-    axes = label_axes(labels.ndim, units)
-    scale = (1.0,) * labels.ndim if scale is None else tuple(float(s) for s in scale)
-    if len(scale) != labels.ndim:
-        raise ValueError(f"got {len(scale)} scale values for {labels.ndim}D labels")
-    chunks = (1,) * (labels.ndim - 2) + (chunk_size, chunk_size)
-    with folder_written_atomically(path, overwrite=overwrite) as folder:
-        group = zarr.open_group(folder, mode="w", zarr_format=2)
-        arrays = create_multiscale(
-            group,
-            labels.shape,
-            dtype.newbyteorder("="),
-            axes,
-            scale,
-            name=name or path.stem,
-            chunks=chunks,
-            levels=levels,
-            label={},
-        )
-        group.attrs[PLUGIN_KEY] = {"kind": "labels", "format_version": STORE_FORMAT_VERSION}
-        yield from iter_copy_blocks(labels, arrays[0])
-        yield from iter_fill_pyramid(arrays)
-    return path
-
-
 def multiscales_of(attributes: dict[str, Any]) -> list[dict[str, Any]] | None:
     """Return the ``multiscales`` metadata of a group (OME-Zarr 0.4 or 0.5), or None."""
     found = attributes.get("multiscales")
@@ -502,7 +251,9 @@ def read_ome_zarr(path_or_group: str | os.PathLike | zarr.Group) -> Multiscale:
     attributes = dict(group.attrs)
     multiscales = multiscales_of(attributes)
     if multiscales is None:
-        raise ValueError(f"{group.store} is not an OME-Zarr image (no multiscales metadata)")
+        raise ValueError(
+            f"the zarr store {group.store} is not an OME-Zarr image (no multiscales metadata)"
+        )
     multiscale = multiscales[0]
     levels = [da.from_zarr(group[dataset["path"]]) for dataset in multiscale["datasets"]]
     ndim = levels[0].ndim
@@ -532,21 +283,3 @@ def read_ome_zarr(path_or_group: str | os.PathLike | zarr.Group) -> Multiscale:
         name=str(multiscale.get("name") or fallback_name),
         attributes=attributes,
     )
-
-
-def store_kind(path: str | os.PathLike) -> str | None:
-    """Tell which of our stores `path` is: ``"labels"``, ``"prediction"``, or None.
-
-    None for anything else (other zarr stores, files, missing paths), without raising.
-    """
-    try:
-        if not Path(path).is_dir():
-            return None
-        attributes = dict(zarr.open_group(path, mode="r").attrs)
-    except Exception:  # not a zarr group, or unreadable: not ours
-        return None
-    ours = attributes.get(PLUGIN_KEY)
-    if not isinstance(ours, dict) or multiscales_of(attributes) is None:
-        return None
-    kind = ours.get("kind")
-    return kind if kind in ("labels", "prediction") else None

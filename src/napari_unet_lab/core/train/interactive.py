@@ -1,0 +1,121 @@
+"""Training that listens: new annotations and preview requests pushed into a running loop.
+
+The napari widget never lets the training thread read its attributes: it puts
+messages into a queue (or sends them into the generator, napari's
+``GeneratorWorker.send``), and the loop takes them up between steps.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Generator
+from dataclasses import dataclass
+
+from ..config import TargetConfig
+from .pipeline import AnnotatedImage, update_annotation
+from .records import TrainingProgress, TrainingResult
+from .run import TrainingRun
+from .validation import Preview
+
+
+@dataclass(frozen=True)
+class NewAnnotation:
+    """The annotations of training image `index` changed: train on `item` from now on."""
+
+    index: int  # which training image, in the order given to `prepare_training`
+    item: AnnotatedImage  # the image with its new annotations (a copy the user no longer paints)
+
+
+@dataclass(frozen=True)
+class PreviewRequest:
+    """Show what the network makes of a region of training image `index`."""
+
+    index: int  # which training image
+    region: tuple[slice, slice] | None  # rows and columns; None: the whole image
+
+
+def _messages(sent: object) -> list[object]:
+    if sent is None:
+        return []
+    return list(sent) if isinstance(sent, list | tuple) else [sent]
+
+
+def train_interactively(
+    run: TrainingRun,
+    inbox: queue.SimpleQueue | None = None,
+    preview_every: int = 10,
+    targets: TargetConfig | None = None,
+) -> Generator[TrainingProgress | Preview | str, object, TrainingResult]:
+    """Train, taking up new annotations and preview requests between steps.
+
+    Parameters
+    ----------
+    run : TrainingRun
+        The run to go on with (from `prepare_training`).
+    inbox : queue.SimpleQueue, optional
+        `NewAnnotation` and `PreviewRequest` messages, put from any thread.
+        Messages (or lists of them) passed with ``generator.send()`` count too.
+    preview_every : int
+        Steps between previews; there is one after step 1 too.
+    targets : TargetConfig, optional
+        Border weights and the class-weight rule, as given to `prepare_training`,
+        applied to new annotations.
+
+    Yields
+    ------
+    TrainingProgress
+        After every step.
+    Preview
+        Of the latest `PreviewRequest`, after step 1 and every `preview_every` steps.
+    str
+        A message for the user: new annotations are used, or why not yet.
+
+    Returns
+    -------
+    TrainingResult
+        As `TrainingRun.run` returns it. Closing the generator stops between steps.
+    """
+    if preview_every < 1:
+        raise ValueError(f"preview_every must be at least 1, got {preview_every}")
+    steps = run.run()
+    pending: list[object] = []
+    request: PreviewRequest | None = None
+    try:
+        while True:
+            if inbox is not None:
+                while True:
+                    try:
+                        pending.append(inbox.get_nowait())
+                    except queue.Empty:
+                        break
+            messages, pending = pending, []
+            for message in messages:
+                if isinstance(message, PreviewRequest):
+                    request = message
+                elif isinstance(message, NewAnnotation):
+                    try:
+                        update_annotation(run, message.index, message.item, targets)
+                        text = f"Training now uses the new annotations of {message.item.name}."
+                    except ValueError as error:
+                        text = f"New annotations not used yet: {error}"
+                    pending.extend(_messages((yield text)))
+                else:
+                    raise TypeError(
+                        f"training takes NewAnnotation and PreviewRequest messages, got {message!r}"
+                    )
+            try:
+                progress = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            pending.extend(_messages((yield progress)))
+            if request is None or (progress.step != 1 and progress.step % preview_every):
+                continue
+            try:
+                preview = run.preview_training_image(request.index, request.region)
+            except ValueError as error:
+                request = None  # asked for something that is not there: wait for a new request
+                pending.extend(_messages((yield f"No preview: {error}")))
+                continue
+            pending.extend(_messages((yield preview)))
+    finally:
+        steps.close()

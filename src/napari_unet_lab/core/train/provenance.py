@@ -1,0 +1,136 @@
+"""What a trained model's file says about how it was made: the one place it is written."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import TargetConfig
+from ..model.files import ModelInfo
+from .run import TrainingRun
+
+
+def default_class_names(n_classes: int, base: ModelInfo | None = None) -> list[str]:
+    """Return the base model's class names if it has as many classes, else generic ones.
+
+    One kind of object is an "object" (what instance masks train); several are numbered.
+
+    Examples
+    --------
+    >>> default_class_names(2)
+    ['background', 'object']
+    >>> default_class_names(3)
+    ['background', 'class 1', 'class 2']
+    """
+    if base is not None and len(base.class_names) == n_classes:
+        return list(base.class_names)
+    if n_classes == 2:
+        return ["background", "object"]
+    return ["background", *(f"class {c}" for c in range(1, n_classes))]
+
+
+def trained_model_info(
+    run: TrainingRun,
+    name: str,
+    *,
+    seed: int | None,
+    images: Sequence[str],
+    validation_images: Sequence[str] = (),
+    targets: TargetConfig | None = None,
+    class_names: Sequence[str] | None = None,
+    base: ModelInfo | None = None,
+    started_from: str | None = None,
+    description: str | None = None,
+    training: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> ModelInfo:
+    """Describe the network a run trained, for its model file.
+
+    Parameters
+    ----------
+    run : TrainingRun
+        The run, trained as far as it went.
+    name : str
+        Model name shown to the user.
+    seed : int or None
+        Seed the run (and a new network's weights) came from.
+    images, validation_images : sequence of str
+        What the user calls the training and validation images.
+    targets : TargetConfig, optional
+        Border weights and class-weight rule the targets were made with.
+    class_names : sequence of str, optional
+        One per class; default `default_class_names`.
+    base : ModelInfo, optional
+        The model training started from; None for a new network.
+    started_from : str, optional
+        How the user calls the starting point; default the base model's name.
+    description : str, optional
+        One or two sentences; default says what it was trained on.
+    training, provenance, metrics : mapping, optional
+        Further entries for the caller to record (the command, a data set's
+        licence, scores measured after training).
+
+    Returns
+    -------
+    ModelInfo
+        ``training`` holds every training setting, w0 and sigma, the
+        class-weight rule and weights, the seed and steps done;
+        ``provenance`` the images used and the starting model; ``metrics``
+        every validation.
+    """
+    targets = targets or TargetConfig()
+    model = run.model
+    n_classes = model.config.n_classes
+    names = list(class_names) if class_names is not None else default_class_names(n_classes, base)
+    if started_from is None:
+        started_from = "a new network" if base is None else base.name
+    shared = None if run.class_weights is None else np.round(run.class_weights, 6).tolist()
+    record: dict[str, Any] = {
+        "settings": run.settings.to_dict(),
+        "targets": targets.to_dict(),
+        "class_weights": shared if shared is not None else "balanced per image",
+        "seed": seed,
+        "steps_planned": run.settings.steps,
+        "steps_done": run.step,
+        "stopped_early": run.stopped_early,
+        "final_loss": run.losses[-1] if run.losses else None,
+        "training_seconds": round(run.seconds, 1),
+        "patch_input_size": run.patch_size,
+        "patch_output_size": run.output_size,
+        "device": str(run.device),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        **(training or {}),
+    }
+    origin = {
+        "started_from": started_from,
+        "base_model": None if base is None else base.provenance,
+        "images": list(images),
+        "validation_images": list(validation_images),
+        **(provenance or {}),
+    }
+    measured: dict[str, Any] = {
+        "validation": [
+            {"step": step, "iou": round(s.iou, 4), "dice": round(s.dice, 4)}
+            for step, s in run.history
+        ],
+        "best_step": run.best_step,
+        **(metrics or {}),
+    }
+    if description is None:
+        description = f"U-Net trained on {len(images)} image(s), starting from {started_from}."
+    return ModelInfo(
+        config=model.config,
+        class_names=names,
+        normalization=dict(run.settings.normalization),
+        name=name,
+        description=description,
+        training=record,
+        provenance=origin,
+        metrics=measured,
+    )

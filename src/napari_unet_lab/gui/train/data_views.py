@@ -1,0 +1,99 @@
+"""What the network will learn from: the loss weight map, and augmented training patches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import Container, PushButton
+from napari.layers import Image, Labels
+
+from ...core.model.files import ModelInfo
+from ...core.model.unet import UNet
+from ...core.progress import run_to_end
+from ...core.train import AnnotatedImage, prepare_training
+from ..layers import show_result
+from .options import TrainingOptions
+from .pair import Pair
+
+
+class DataViews(Container):
+    """Buttons showing the first pair as training sees it: loss weights, augmented patches.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        Where the layers go.
+    first_pair : callable
+        Returns the first training pair; raises ValueError if there is none.
+    starting_model : callable
+        Returns the network Start would train for an annotated image, its model
+        file's description and its origin (`start_from.starting_model`).
+    settings : TrainingOptions
+        The training settings chosen.
+    fail, tell : callable
+        Show the user a problem, or what to look at.
+    """
+
+    def __init__(
+        self,
+        viewer: Any,
+        first_pair: Callable[[], Pair],
+        starting_model: Callable[[AnnotatedImage], tuple[UNet, ModelInfo | None, str]],
+        settings: TrainingOptions,
+        fail: Callable[[str], None],
+        tell: Callable[[str], None],
+    ):
+        self.weights_button = PushButton(text="Show weight map")
+        self.augment_button = PushButton(text="Show augmented patches")
+        super().__init__(widgets=[self.weights_button, self.augment_button], label="")
+        self.margins = (0, 0, 0, 0)
+        self._viewer, self._first_pair, self._starting_model = viewer, first_pair, starting_model
+        self._settings, self._fail, self._tell = settings, fail, tell
+        self.weights_button.changed.connect(self.show_weight_map)
+        self.augment_button.changed.connect(self.show_augmented_patches)
+
+    def show_weight_map(self) -> None:
+        """Show the loss weight of every pixel of the first pair, over its image."""
+        try:
+            pair = self._first_pair()
+            target = pair.annotated_image().target(self._settings.targets())
+        except ValueError as error:
+            self._fail(str(error))
+            return
+        image = pair.image
+        show_result(
+            self._viewer, target.weights, kind=Image, name=f"{image.name} loss weights",
+            role="weights", source=image.name, colormap="viridis", scale=image.scale[-2:],
+            translate=image.translate[-2:],
+        )  # fmt: skip
+
+    def show_augmented_patches(self) -> None:
+        """Show the first batch of patches training would draw, with their classes.
+
+        The run is built as Start builds it (`prepare_training`), so the patches
+        are those the network would see first.
+        """
+        try:
+            pair = self._first_pair()
+            item = pair.annotated_image()
+            model, base, _ = self._starting_model(item)
+            settings = self._settings.training_settings(base is not None, base)
+            seed, targets = self._settings.seed.value, self._settings.targets()
+            run = run_to_end(prepare_training(model, [item], (), settings, seed, targets))
+        except (ValueError, OSError) as error:  # a ModelFileError is a ValueError
+            self._fail(str(error))
+            return
+        images, classes, _ = run.batch()
+        offset, source = run.offset, pair.image.name
+        show_result(
+            self._viewer, images[:, 0].cpu().numpy(), kind=Image, name="augmented patches",
+            role="augmented", source=source, colormap="gray",
+        )  # fmt: skip
+        show_result(
+            self._viewer, classes.cpu().numpy().astype(np.int32) + 1, kind=Labels,
+            name="augmented classes (0 = ignored)", role="augmented classes", source=source,
+            translate=(0, offset, offset), opacity=0.4,
+        )  # fmt: skip
+        self._tell("Scroll through the patches; 1 is background, 2… the classes.")
