@@ -182,7 +182,13 @@ def test_napari_discovers_the_installed_plugin(tmp_path: Path, editable: bool) -
     assert seen["commands"]["napari-unet-lab.write_labels_zarr"] == (
         "napari_unet_lab.writers:write_labels_zarr"
     )
-    assert seen["readers"] == [["napari-unet-lab.read_zarr", ["*.zarr"], True]]
+    assert seen["readers"] == [
+        ["napari-unet-lab.read_tiff", ["*.tif", "*.tiff"], False],
+        ["napari-unet-lab.read_zarr", ["*.zarr"], True],
+    ]
+    assert seen["commands"]["napari-unet-lab.read_tiff"] == (
+        "napari_unet_lab.readers:get_tiff_reader"
+    )
     assert seen["commands"]["napari-unet-lab.read_zarr"] == "napari_unet_lab.readers:get_reader"
     assert seen["sample_layers"] == [
         [[520, 696], "uint16", "image"],

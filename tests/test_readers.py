@@ -5,6 +5,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
+import tifffile
 import torch
 import zarr
 
@@ -12,8 +13,8 @@ from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.model.files import ModelInfo
 from napari_unet_lab.core.model.unet import UNet
 from napari_unet_lab.core.predict.larger_than_memory import predict_to_zarr
-from napari_unet_lab.readers import get_reader
-from napari_unet_lab.writers import write_labels_zarr
+from napari_unet_lab.readers import get_reader, get_tiff_reader
+from napari_unet_lab.writers import write_labels_tiff, write_labels_zarr
 
 
 def _read(path):
@@ -88,3 +89,42 @@ def test_prediction_store_opens_as_probability_images_and_label_layers(tmp_path)
         assert data.shape == (2, 90, 70)
         assert meta["scale"] == (2.0, 0.5, 0.5)
     assert not layers[0][1]["visible"] and layers[1][1]["visible"]
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_label_tiff_written_by_the_writer_opens_with_scale_and_units(tmp_path, dtype) -> None:
+    """Both TIFF dialects (ImageJ for 8/16 bit, JSON for wider ids) keep the pixel size."""
+    labels = np.arange(5 * 6 * 7, dtype=dtype).reshape(5, 6, 7)
+    meta = {"scale": [2.0, 0.65, 0.5], "units": ["micrometer"] * 3}
+    (path,) = write_labels_tiff(str(tmp_path / "cells.tif"), labels, meta)
+
+    reader = get_tiff_reader(path)
+    assert reader is not None
+    ((data, layer_meta, kind),) = reader(path)
+
+    assert kind == "labels"
+    assert data.dtype == dtype
+    np.testing.assert_array_equal(data, labels)
+    assert layer_meta == {
+        "name": "cells",
+        "scale": (2.0, 0.65, 0.5),
+        "units": ("micrometer", "micrometer", "micrometer"),
+    }
+
+
+def test_uncalibrated_label_tiff_opens_without_units(tmp_path) -> None:
+    (path,) = write_labels_tiff(str(tmp_path / "plain.tif"), np.ones((4, 4), np.uint8), {})
+
+    ((_, layer_meta, _),) = get_tiff_reader(path)(path)
+
+    assert layer_meta == {"name": "plain", "scale": (1.0, 1.0)}
+
+
+def test_tiff_reader_leaves_other_tiffs_to_napari(tmp_path) -> None:
+    tifffile.imwrite(tmp_path / "raw.tif", np.ones((4, 4), np.uint16))
+    (tmp_path / "broken.tif").write_bytes(b"II*\0")
+    ours = write_labels_tiff(str(tmp_path / "ours.tif"), np.ones((4, 4), np.uint8), {})[0]
+
+    for name in ("raw.tif", "broken.tif", "missing.tif"):
+        assert get_tiff_reader(str(tmp_path / name)) is None
+    assert get_tiff_reader([ours, ours]) is None

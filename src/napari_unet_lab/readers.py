@@ -1,4 +1,8 @@
-"""The napari reader contribution: our OME-Zarr stores open as lazy, multiscale layers."""
+"""The napari reader contributions: our label TIFFs and OME-Zarr stores, with their pixel size.
+
+napari's own reader opens a TIFF's pixels only, so labels saved with "U-Net Lab labels TIFF"
+would come back without their pixel size; these readers put it back.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from napari_unet_lab.core.formats.ome_zarr import Multiscale, read_ome_zarr, store_kind
+from napari_unet_lab.core.formats.tiff import (
+    labels_tiff_units,
+    load_labels_tiff,
+    written_by_this_package,
+)
 from napari_unet_lab.core.predict.larger_than_memory import open_prediction
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -28,10 +37,36 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None
     return read_zarr_store
 
 
+def get_tiff_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
+    """Return a reader for a label TIFF this plugin wrote, else None.
+
+    Other TIFFs get None, so napari's own reader (or another plugin's) opens them.
+    """
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not written_by_this_package(path):
+        return None
+    return read_labels_tiff
+
+
+def read_labels_tiff(path: str | list[str]) -> list[LayerData]:
+    """Open a label TIFF as one Labels layer with its pixel size and units."""
+    if isinstance(path, list):
+        path = path[0]
+    labels, scale = load_labels_tiff(path)
+    meta: dict[str, Any] = {"name": Path(path).stem, "scale": scale}
+    units = labels_tiff_units(path)
+    if any(unit is not None for unit in units):
+        meta["units"] = tuple(unit or "pixel" for unit in units)
+    return [(labels, meta, "labels")]
+
+
 def read_zarr_store(path: str | list[str]) -> list[LayerData]:
     """Open a store as napari layer data: nothing is read until napari shows a region.
 
-    A label store (saved with "Labels as OME-Zarr") gives one Labels layer. A
+    A label store (saved with "U-Net Lab labels OME-Zarr") gives one Labels layer. A
     prediction store (``predict_to_zarr``) gives one Image layer of probability per
     class (the background hidden), the most likely class, and the objects as Labels.
     """

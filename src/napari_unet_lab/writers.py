@@ -49,7 +49,7 @@ def write_labels_zarr(path: str, data: Any, meta: dict) -> list[str]:
     path : str
         Destination chosen in napari's save dialog; ``.zarr`` is appended if it has no
         extension. An existing store is never replaced: napari's dialog does not ask
-        about folders, so it is refused with an error and the user picks another name.
+        about folders, so it is refused with a message and the user picks another name.
     data : array-like or list of array-like
         The layer's labels (NumPy or dask, 2D to 4D), written chunk by chunk with a
         pyramid of smaller levels for viewing. Of a multiscale layer, the
@@ -62,9 +62,20 @@ def write_labels_zarr(path: str, data: Any, meta: dict) -> list[str]:
     -------
     list of str
         The path written.
+
+    Raises
+    ------
+    FileExistsError
+        If `path` exists, with a message for the user.
     """
     if not os.path.splitext(path)[1]:
         path = f"{path}.zarr"
+    if os.path.exists(path):
+        # napari shows this text as it is: say what to do in the save dialog
+        raise FileExistsError(
+            f"{os.path.basename(path)} already exists and was left as it is: save again "
+            "with another name, or delete the old one first."
+        )
     if meta.get("multiscale"):
         data = data[0]
     units = meta.get("units")

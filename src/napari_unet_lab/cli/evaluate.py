@@ -1,4 +1,8 @@
-"""``napari-unet-lab evaluate``: segment images and score them against true labels."""
+"""``napari-unet-lab evaluate``: segment images and score them against true labels.
+
+True instance labels get pixel IoU and object average precision; true class masks
+(``--labels-are classes``) get pixel IoU and Dice per class.
+"""
 
 from __future__ import annotations
 
@@ -35,12 +39,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Segment images and compare with true instance labels: pixel IoU of the objects "
             "and object average precision at IoU 0.5 and averaged over 0.5:0.95, per image "
             "and overall. IMAGES and LABELS are two files, or two folders whose files pair up "
-            f"by name (a.tif with a.tif or a{LABEL_SUFFIXES[0]}.tif; the same folder works)."
+            f"by name (a.tif with a.tif or a{LABEL_SUFFIXES[0]}.tif; the same folder works). "
+            "With --labels-are classes, LABELS are class masks (0 background, 1, 2, … the "
+            "model's classes) and each class gets its pixel IoU and Dice instead."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="model file or built-in model name")
     parser.add_argument("images", metavar="IMAGES", type=Path, help="image or folder")
     parser.add_argument("labels", metavar="LABELS", type=Path, help="label image or folder")
+    parser.add_argument(
+        "--labels-are",
+        choices=("objects", "classes"),
+        default="objects",
+        help="objects: instance labels, scored by pixel IoU and average precision; classes: "
+        "class masks, scored by pixel IoU and Dice per class (default: objects)",
+    )
     parser.add_argument("--report", type=Path, help="write the scores to this JSON file")
     parser.set_defaults(run=run)
     return parser
@@ -53,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     pairs = paired_files(args.images, args.labels)
     if args.report is not None:
         refuse_existing([args.report], args.overwrite)
+    if args.labels_are == "classes":
+        return _run_on_classes(args, model, info, pairs)
     rows = []
     for index, (image_path, labels_path) in enumerate(pairs, start=1):
         truth = read_labels(labels_path)
@@ -132,6 +147,11 @@ def score_table(report: dict[str, Any]) -> str:
             f"{overall['mean_average_precision']:.3f}",
         )
     )
+    return _table(header, lines)
+
+
+def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
+    """Align `lines` under `header`; the last line (the overall one) below a rule."""
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
 
     def row(cells: Sequence[str]) -> str:
@@ -139,3 +159,118 @@ def score_table(report: dict[str, Any]) -> str:
         return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))])
 
     return "\n".join([row(header), *map(row, lines[:-1]), "-" * len(row(header)), row(lines[-1])])
+
+
+# ------------------------------------------------------------------ class masks
+def _run_on_classes(args: argparse.Namespace, model, info, pairs) -> int:
+    """Segment images, score each class against true class masks, print, report."""
+    class_names = list(info.class_names)
+    rows = []
+    for index, (image_path, labels_path) in enumerate(pairs, start=1):
+        truth = read_labels(labels_path)
+        if int(truth.max(initial=0)) >= len(class_names):
+            raise InputError(
+                f"{labels_path.name} holds class {int(truth.max())}, but the model knows "
+                f"{len(class_names)} classes: 0 = {', '.join(_numbered(class_names))}"
+            )
+        label = f"[{index}/{len(pairs)}] {image_path.name}"
+        classes = segment_file(model, info, image_path, args, label).classes
+        if classes.shape != truth.shape:
+            raise InputError(
+                f"{labels_path.name} has shape {truth.shape}, but {image_path.name} gives "
+                f"classes of shape {classes.shape}"
+            )
+        scores = class_scores(classes, truth, class_names)
+        rows.append({"image": str(image_path), "labels": str(labels_path), "classes": scores})
+    report = {
+        "model": {"name": info.name, "source": args.model},
+        "labels_are": "classes",
+        "settings": {"tile_size": args.tile_size},
+        "overall": {"images": len(rows), "classes": pooled_class_scores(rows, class_names)},
+        "images": rows,
+    }
+    print(class_score_table(report, class_names))
+    if args.report is not None:
+        write_json(args.report, report, args.overwrite)
+        print(f"report: {args.report}")
+    return EXIT_OK
+
+
+def class_scores(
+    predicted: np.ndarray, truth: np.ndarray, class_names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Return pixel IoU and Dice of every class of a class map against the true one.
+
+    Parameters
+    ----------
+    predicted, truth : ndarray of int
+        Class per pixel, 0 the background; the same shape.
+    class_names : sequence of str
+        Name of class 0, 1, …; the keys of the result.
+
+    Returns
+    -------
+    dict
+        Per class name: ``iou``, ``dice`` and the pixel counts they come from
+        (``intersection``, ``union``, ``predicted``, ``true``). A class absent from
+        both scores 1, as in `core.metrics.pixel_iou`.
+
+    Examples
+    --------
+    >>> scores = class_scores(np.array([0, 1, 1, 0]), np.array([0, 0, 1, 1]), ["bg", "m"])
+    >>> scores["m"]["iou"], scores["m"]["dice"]
+    (0.3333333333333333, 0.5)
+    """
+    scores = {}
+    for index, name in enumerate(class_names):
+        is_predicted, is_true = predicted == index, truth == index
+        scores[name] = _scores_from_counts(
+            intersection=int(np.count_nonzero(is_predicted & is_true)),
+            union=int(np.count_nonzero(is_predicted | is_true)),
+            predicted=int(np.count_nonzero(is_predicted)),
+            true=int(np.count_nonzero(is_true)),
+        )
+    return scores
+
+
+def pooled_class_scores(
+    rows: Sequence[dict[str, Any]], class_names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Combine per-image class scores over all pixels of all images."""
+    counts = ("intersection", "union", "predicted", "true")
+    return {
+        name: _scores_from_counts(
+            **{count: sum(row["classes"][name][count] for row in rows) for count in counts}
+        )
+        for name in class_names
+    }
+
+
+def _scores_from_counts(intersection: int, union: int, predicted: int, true: int) -> dict:
+    return {
+        "iou": intersection / union if union else 1.0,
+        "dice": 2 * intersection / (predicted + true) if predicted + true else 1.0,
+        "intersection": intersection,
+        "union": union,
+        "predicted": predicted,
+        "true": true,
+    }
+
+
+def class_score_table(report: dict[str, Any], class_names: Sequence[str]) -> str:
+    """Return the per-class evaluation as a small plain-text table (classes besides 0)."""
+    shown = list(class_names[1:])
+    header = ("image", *(f"{kind} {name}" for name in shown for kind in ("IoU", "Dice")))
+
+    def cells(first: str, scores: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+        values = (scores[name][kind] for name in shown for kind in ("iou", "dice"))
+        return (first, *(f"{value:.3f}" for value in values))
+
+    lines = [cells(Path(row["image"]).name, row["classes"]) for row in report["images"]]
+    overall = report["overall"]
+    lines.append(cells(f"overall ({overall['images']})", overall["classes"]))
+    return _table(header, lines)
+
+
+def _numbered(class_names: Sequence[str]) -> list[str]:
+    return [name if index == 0 else f"{index} = {name}" for index, name in enumerate(class_names)]

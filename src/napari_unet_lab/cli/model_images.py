@@ -67,10 +67,10 @@ def read_model_image(path: Path, in_channels: int | None, model_name: str = "") 
 
 @dataclass
 class TrainingData:
-    """Training images with their instance labels and file names."""
+    """Training images with their annotations and file names."""
 
     images: list[np.ndarray]  # (Y, X), or (C, Y, X) for several channels
-    labels: list[np.ndarray]  # (Y, X) instance labels
+    labels: list[np.ndarray]  # (Y, X) instance labels, class masks or scribbles
     names: list[str]
 
 

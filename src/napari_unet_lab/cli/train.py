@@ -1,4 +1,8 @@
-"""``napari-unet-lab train``: train a model on images and instance labels, save a model file."""
+"""``napari-unet-lab train``: train a model on images and annotations, save a model file.
+
+The annotations are what the Train widget takes: instance labels (objects), or class
+masks and sparse scribbles for a semantic task such as membranes in EM.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from ..core.model.files import ModelFileError, ModelInfo, model_paths
 from ..core.model.unet import UNet, randomly_initialised
 from ..core.train import (
     LOSSES,
+    MAX_CLASSES,
     AnnotatedImage,
     TrainingSettings,
     default_class_names,
@@ -50,15 +55,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "train",
         parents=[output_options(), device_options()],
-        help="train a model on images and their instance labels",
+        help="train a model on images and their annotations",
         description=(
-            "Train a U-Net on 2D images and instance labels (0 background, one value per "
-            "object), from scratch or from a base model, with the border weights of "
-            "Ronneberger et al. (2015), and save it as a model file."
+            "Train a U-Net on 2D images and their annotations, from scratch or from a base "
+            "model, and save it as a model file. Annotations are instance labels (0 "
+            "background, one value per object; border weights of Ronneberger et al. 2015), "
+            "class masks (0 background, 1, 2, … a class each, every pixel annotated) or "
+            "scribbles (0 not annotated, 1 background, 2, … a class each), as --annotations says."
         ),
     )
     parser.add_argument("images", metavar="IMAGES", type=Path, help="image or folder")
-    parser.add_argument("labels", metavar="LABELS", type=Path, help="label image or folder")
+    parser.add_argument(
+        "labels", metavar="LABELS", type=Path, help="annotation image or folder (see --annotations)"
+    )
+    parser.add_argument(
+        "--annotations",
+        choices=ANNOTATIONS,
+        default="objects",
+        help="what LABELS hold: objects (instance labels), classes (class masks, 0 "
+        "background) or scribbles (0 not annotated, 1 background, 2… classes); "
+        "default: objects",
+    )
     parser.add_argument(
         "-o", "--output", type=Path, required=True, help="model file to write (.json)"
     )
@@ -157,12 +174,55 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def annotated_images(data: TrainingData) -> list[AnnotatedImage]:
-    """Return image and label pairs as the core's annotated images (objects, every pixel)."""
+# What ``--annotations`` takes, as the user calls the kinds of annotation.
+ANNOTATIONS = ("objects", "classes", "scribbles")
+
+
+def annotated_images(data: TrainingData, annotations: str = "objects") -> list[AnnotatedImage]:
+    """Return image and annotation pairs as the core's annotated images.
+
+    Parameters
+    ----------
+    data : TrainingData
+        Images and their annotations.
+    annotations : {"objects", "classes", "scribbles"}
+        What the annotations are; class masks become scribbles on every pixel.
+
+    Raises
+    ------
+    InputError
+        If a class mask names more classes than a network may learn.
+    """
+    if annotations != "classes":
+        return [
+            AnnotatedImage(image, labels, annotations, name=name)
+            for image, labels, name in zip(data.images, data.labels, data.names, strict=True)
+        ]
     return [
-        AnnotatedImage(image, labels, "objects", name=name)
-        for image, labels, name in zip(data.images, data.labels, data.names, strict=True)
+        AnnotatedImage(image, class_mask_as_scribbles(mask, name), "scribbles", name=name)
+        for image, mask, name in zip(data.images, data.labels, data.names, strict=True)
     ]
+
+
+def class_mask_as_scribbles(mask: np.ndarray, name: str = "the class mask") -> np.ndarray:
+    """Return a class mask (0 background, 1, 2, … classes) as scribbles covering every pixel.
+
+    Scribbles keep 0 for "not annotated", so every class moves up by one: a class
+    mask annotates the background everywhere it is 0.
+
+    Examples
+    --------
+    >>> class_mask_as_scribbles(np.array([[0, 1], [2, 0]]))
+    array([[1, 2],
+           [3, 1]])
+    """
+    largest = int(mask.max(initial=0))
+    if largest + 1 > MAX_CLASSES:
+        raise InputError(
+            f"{name} holds class {largest}, but a network learns at most {MAX_CLASSES - 1} "
+            "classes besides the background (0)"
+        )
+    return mask.astype(np.int64) + 1
 
 
 def check_writable(paths: Sequence[Path]) -> None:
@@ -204,11 +264,11 @@ def _model_destination(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def _base_model(args: argparse.Namespace) -> tuple[UNet | None, ModelInfo | None]:
-    """Load the model of ``--from``, refusing one that does not predict objects."""
+    """Load the model of ``--from``; instance labels need one that predicts objects."""
     if args.base is None:
         return None, None
     model, base_info, _ = load_named_model(args.base)
-    if model.config.n_classes != 2:
+    if args.annotations == "objects" and model.config.n_classes != 2:
         raise ModelFileError(
             f"{args.base} predicts {model.config.n_classes} classes; training from instance "
             "labels needs a model of 2 (background and object)"
@@ -266,7 +326,7 @@ def _settings(args: argparse.Namespace, normalization: dict[str, Any]) -> Traini
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train a model on images and instance labels, and save it as a model file."""
+    """Train a model on images and their annotations, and save it as a model file."""
     from ..core.config import TargetConfig
     from ..core.images import DEFAULT_NORMALIZATION
     from ..core.model.files import save_model
@@ -308,7 +368,12 @@ def run(args: argparse.Namespace) -> int:
 
     # the one pipeline of napari and scripts: the same targets and class weights
     preparation = prepare_training(
-        model, annotated_images(data), annotated_images(validation), settings, args.seed, targets
+        model,
+        annotated_images(data, args.annotations),
+        annotated_images(validation, args.annotations),
+        settings,
+        args.seed,
+        targets,
     )
     try:
         training_run = run_with_progress(preparation, TextProgress("preparing", not args.quiet))
@@ -319,13 +384,21 @@ def run(args: argparse.Namespace) -> int:
     wall_seconds = time.perf_counter() - started
 
     training_run.model.cpu()
+    if args.annotations != "objects":  # the annotations may have named more classes
+        class_names = default_class_names(training_run.model.config.n_classes, base_info)
     metrics = {}
     if result.validation_iou is not None:
+        definition = (
+            "pixel IoU of the object class on the validation images, against their training "
+            "targets (1 px background gap between touching objects)"
+            if args.annotations == "objects"
+            else "pixel IoU averaged over the classes besides the background, on the annotated "
+            "pixels of the validation images"
+        )
         metrics = {
             "val_pixel_iou": round(float(result.validation_iou), 4),
             "val_images": len(validation.images),
-            "definition": "pixel IoU of the object class on the validation images, against "
-            "their training targets (1 px background gap between touching objects)",
+            "definition": definition,
         }
     info = trained_model_info(
         training_run,

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet_lab.core.formats.tiff import load_labels_tiff, save_labels_tiff
+from napari_unet_lab.core.formats.tiff import (
+    labels_tiff_units,
+    load_labels_tiff,
+    save_labels_tiff,
+    written_by_this_package,
+)
 
 
 def label_image(dtype, shape=(64, 80), count=30, seed=0) -> np.ndarray:
@@ -146,3 +151,25 @@ def test_rejects_a_scale_that_does_not_fit(tmp_path) -> None:
         save_labels_tiff(tmp_path / "labels.tif", label_image(np.uint16), scale=(1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="positive"):
         save_labels_tiff(tmp_path / "labels.tif", label_image(np.uint16), scale=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_units_read_back_as_napari_spells_them(tmp_path, dtype) -> None:
+    """ImageJ's "micron" comes back as "micrometer"; an uncalibrated axis as None."""
+    labels = label_image(dtype, shape=(3, 20, 30))
+    path = save_labels_tiff(
+        tmp_path / "stack.tif", labels, scale=(2.0, 0.5, 0.5), units=("pixel", "µm", "µm")
+    )
+
+    assert labels_tiff_units(path) == (None, "micrometer", "micrometer")
+    assert written_by_this_package(path)
+
+
+def test_only_this_package_files_are_recognised(tmp_path) -> None:
+    tifffile.imwrite(tmp_path / "other.tif", label_image(np.uint16), imagej=True)
+    (tmp_path / "text.tif").write_text("not a TIFF")
+
+    assert not written_by_this_package(tmp_path / "other.tif")
+    assert not written_by_this_package(tmp_path / "text.tif")
+    assert not written_by_this_package(tmp_path / "missing.tif")
+    assert labels_tiff_units(tmp_path / "other.tif") == (None, None)

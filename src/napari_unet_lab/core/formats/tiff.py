@@ -51,6 +51,19 @@ _UNIT_NAMES = {
     "in": "inch",
 }
 
+# ImageJ's unit names as napari (pint) spells them; other units are not read back.
+_NAPARI_UNITS = {
+    "nm": "nanometer",
+    "micron": "micrometer",
+    "mm": "millimeter",
+    "cm": "centimeter",
+    "m": "meter",
+    "inch": "inch",
+}
+
+# The TIFF Software tag of every file this module writes: how its files are recognised.
+SOFTWARE = "napari-unet-lab"
+
 # Pixels per centimetre = this factor / pixel size, for the standard TIFF resolution tags.
 _PER_CENTIMETRE = {"nm": 1e7, "micron": 1e4, "mm": 10.0, "cm": 1.0, "m": 0.01}
 
@@ -163,6 +176,53 @@ def load_labels_tiff(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, 
         return labels, (1.0,) * (labels.ndim - 2) + (y_pixel, x_pixel)
 
 
+def labels_tiff_units(path: str | os.PathLike) -> tuple[str | None, ...]:
+    """Return the unit of each axis of a label TIFF, as napari names units.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A TIFF written by :func:`save_labels_tiff` (or by ImageJ/Fiji).
+
+    Returns
+    -------
+    tuple of str or None
+        One per axis of the labels :func:`load_labels_tiff` returns, e.g.
+        ``("micrometer", "micrometer")``; None where the axis is uncalibrated or its
+        unit is not a length napari knows.
+    """
+    with tifffile.TiffFile(path) as tif:
+        shaped = tif.shaped_metadata
+        imagej = tif.imagej_metadata
+        ndim = len(tif.series[0].shape)
+        if shaped and "units" in shaped[0]:
+            stored = tuple(shaped[0]["units"])
+        elif imagej is not None:
+            x_unit = imagej.get("unit")
+            y_unit = imagej.get("yunit", x_unit)
+            z_unit = imagej.get("zunit", x_unit)
+            if "spacing" in imagej:
+                ndim = 3  # ImageJ drops a 1-plane Z axis; load_labels_tiff puts it back
+            stored = ((z_unit,) if ndim == 3 else ()) + (y_unit, x_unit)
+        else:
+            stored = (None,) * ndim
+    known = (_UNIT_NAMES.get(str(unit).strip().lower()) if unit else None for unit in stored)
+    return tuple(_NAPARI_UNITS.get(unit) for unit in known)
+
+
+def written_by_this_package(path: str | os.PathLike) -> bool:
+    """Return True if `path` is a TIFF that :func:`save_labels_tiff` wrote.
+
+    Cheap (reads the first page's tags only) and never raises: anything that is
+    not such a TIFF, unreadable files included, gives False.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.pages.first.software == SOFTWARE
+    except Exception:  # noqa: BLE001  # truncated or foreign files fail in many ways: not ours
+        return False
+
+
 def _as_label_array(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
@@ -220,7 +280,7 @@ def _tiff_arguments(
         "photometric": "minisblack",
         "compression": "zlib",
         "resolution": (1.0 / scale[-1], 1.0 / scale[-2]),
-        "software": "napari-unet-lab",
+        "software": SOFTWARE,
     }
     if labels.dtype in IMAGEJ_LABEL_DTYPES:
         metadata: dict = {"axes": axes}
