@@ -18,6 +18,7 @@ from napari_unet_lab.core.images import (
     single_image_channels_first,
 )
 from napari_unet_lab.core.look_inside.geometry import network_input
+from napari_unet_lab.core.model.schema import normalization_problem
 from napari_unet_lab.core.model.unet import UNet, randomly_initialised
 from napari_unet_lab.core.predict.tile_plan import mirror_indices
 from napari_unet_lab.core.predict.tiling import predict_tiled
@@ -57,6 +58,50 @@ def test_normalised_refuses_nan_and_infinite_values_in_plain_words():
         normalised(np.array([1.0, np.nan]), (0.0, 1.0))
     with pytest.raises(ValueError, match="NaN or infinite"):  # finite, but not in float32
         normalised(np.array([1e300]), None)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "problem"),
+    [
+        (5, 5, "normalization.low must be below normalization.high, not 5, 5"),
+        (9.0, 2.0, "normalization.low must be below normalization.high, not 9.0, 2.0"),
+        (float("nan"), 2.0, "normalization.low must be a finite number, not NaN"),
+        (0.0, float("inf"), "normalization.high must be a finite number, not Infinity"),
+        (0.0, 1e39, "normalization: the intensities 0.0, 1e+39 lie beyond what 32-bit images"),
+        (-3e38, 3e38, "normalization: the intensities -3e+38, 3e+38 are too close together or"),
+    ],
+)
+def test_a_fixed_normalisation_that_maps_everything_alike_is_refused(low, high, problem):
+    """Such a range made every pixel 0 (or NaN): no objects, and no word why."""
+    fixed = {"method": "fixed", "low": low, "high": high}
+    assert normalization_problem(fixed).startswith(problem)
+    with pytest.raises(ValueError) as refused:
+        intensity_range_for(np.zeros((4, 4)), fixed)
+    assert str(refused.value).startswith(f"the intensity normalisation cannot be used: {problem}")
+
+
+def test_usable_normalisations_give_their_range():
+    image = np.arange(1000, dtype=np.float32).reshape(20, 50)
+    assert intensity_range_for(image, {"method": "fixed", "low": 12, "high": 850}) == (12.0, 850.0)
+    assert intensity_range_for(image, {"method": "none"}) == (0.0, 1.0)
+    assert intensity_range_for(image, {"method": "percentile"}) == intensity_range_for(image, None)
+    with pytest.raises(ValueError, match="normalization.method must be one of percentile"):
+        intensity_range_for(image, {"method": "zscore"})
+
+
+@pytest.mark.parametrize(
+    ("intensity_range", "problem"),
+    [
+        ((9.0, 2.0), "the intensity mapped to 0 (9.0) is above the one mapped to 1 (2.0)"),
+        ((0.0, float("inf")), "the intensities mapped to 0 and 1 must be finite numbers"),
+        ((float("nan"), 1.0), "the intensities mapped to 0 and 1 must be finite numbers"),
+        ((0.0, 1e-40), "the intensities 0.0, 1e-40 are too close together or too far apart"),
+    ],
+)
+def test_normalised_refuses_a_range_it_cannot_map(intensity_range, problem):
+    with pytest.raises(ValueError) as refused:
+        normalised(np.array([1.0, 2.0]), intensity_range)
+    assert str(refused.value).startswith(f"cannot normalise the image: {problem}")
 
 
 def test_prediction_is_the_network_on_the_normalised_mirrored_image():

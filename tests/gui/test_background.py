@@ -297,3 +297,36 @@ def test_closing_the_viewer_mid_run_stops_the_work_silently(
     assert widget.task.closed and widget.results == []
     assert widget.finished == 0  # its controls are gone: the widget is not called back
     _assert_silent(capfd, caplog, recwarn, errors)
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        ("choose an image layer to segment", "Choose an image layer to segment"),
+        ("there was not enough memory", "There was not enough memory"),
+        ("can't read the image", "Can't read the image"),
+        ("model.safetensors is damaged", "model.safetensors is damaged"),
+        ("nuclei_1 has no pixels", "nuclei_1 has no pixels"),
+        ("/data/run 3/model.json is missing", "/data/run 3/model.json is missing"),
+        ("'cells' is empty", "'cells' is empty"),
+        ("Already a sentence.", "Already a sentence."),
+    ],
+    ids=["word", "memory", "apostrophe", "file name", "layer name", "path", "quoted", "capital"],
+)
+def test_messages_start_with_a_capital_unless_they_start_with_a_name(
+    qtbot, viewer_and_widget, errors, message, shown
+):
+    _, widget, _ = viewer_and_widget
+    widget.task.fail(message)
+    assert errors == [shown] and widget.status.value == shown
+
+    def report():
+        yield Progress(0, 2, message)
+        time.sleep(0.2)
+        yield Progress(1, 2, "done")
+
+    seen = []
+    widget.task.start(report, on_result=widget.results.append, message="Working…")
+    widget.task.worker.yielded.connect(lambda _record: seen.append(widget.status.value))
+    _wait_until_ended(qtbot, widget)
+    assert seen[0] == shown  # progress messages follow the same rule

@@ -112,4 +112,4 @@ def test_bad_model_file_in_look_inside_leaves_layers_working(
     assert widget.stage.choices == stages
     widget.show_feature_maps()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
-    assert len(errors) == 1 and "cells bottleneck" in viewer.layers
+    assert len(errors) == 1 and "cells encoder 0" in viewer.layers  # the stage shown

@@ -37,7 +37,12 @@ def test_segments_into_three_layers_placed_over_the_image(qtbot, viewer_and_widg
 
     assert errors == []
     names = [layer.name for layer in viewer.layers]
-    assert names == ["cells", "cells foreground probability", "cells classes", "cells objects"]
+    assert names == [
+        "cells",
+        "cells foreground probability (tiny)",
+        "cells classes (tiny)",
+        "cells objects (tiny)",
+    ]
     probability, classes, objects = viewer.layers[1:]
     assert isinstance(probability, Image) and isinstance(classes, Labels)
     assert isinstance(objects, Labels)
@@ -50,7 +55,8 @@ def test_segments_into_three_layers_placed_over_the_image(qtbot, viewer_and_widg
     # progress went from 0 to all tiles, and the widget is ready again
     assert progress and progress[-1].done == progress[-1].total
     assert widget.run_button.enabled and not widget.cancel_button.enabled
-    assert "objects" in widget.status.value or "Found" in widget.status.value
+    count = int(objects.data.max())
+    assert widget.status.value == f"Found {count} objects in cells with tiny."
 
 
 def test_running_again_updates_own_layers_and_never_a_users(qtbot, viewer_and_widget, errors):
@@ -149,7 +155,7 @@ def test_rgb_image_with_rgb_model(qtbot, viewer_and_widget, errors, tiny_model_f
     widget.image.value = viewer.add_image(rgb, rgb=True, name="colour", scale=(2, 3))
     _run(qtbot, widget)
     assert errors == []
-    objects = viewer.layers["colour objects"]
+    objects = viewer.layers["colour objects (rgb-model)"]
     assert objects.data.shape == (50, 60)
     np.testing.assert_array_equal(objects.scale, (2, 3))
 
@@ -160,5 +166,56 @@ def test_stack_is_segmented_slice_by_slice(qtbot, viewer_and_widget, errors):
     widget.image.value = viewer.add_image(stack, name="stack", scale=(4, 1, 1))
     _run(qtbot, widget)
     assert errors == []
-    assert viewer.layers["stack objects"].data.shape == (3, 40, 50)
-    np.testing.assert_array_equal(viewer.layers["stack classes"].scale, (4, 1, 1))
+    assert viewer.layers["stack objects (tiny)"].data.shape == (3, 40, 50)
+    np.testing.assert_array_equal(viewer.layers["stack classes (tiny)"].scale, (4, 1, 1))
+
+
+def test_each_model_adds_its_own_layers_and_a_painted_layer_stays_put(
+    qtbot, viewer_and_widget, errors, tiny_model_file
+):
+    """Comparing models: each adds layers named after it; the user's corrections are kept."""
+    viewer, widget = viewer_and_widget
+    image = viewer.add_image(np.random.default_rng(4).random((48, 56)), name="cells")
+    alpha, beta = tiny_model_file(name="alpha"), tiny_model_file(name="beta")
+    widget.model.choose_file(alpha)
+    widget.start()
+    assert widget.status.value == "Segmenting cells with alpha…"
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    alpha_layers = list(viewer.layers)[1:]
+    assert [layer.name for layer in alpha_layers] == [
+        "cells foreground probability (alpha)",
+        "cells classes (alpha)",
+        "cells objects (alpha)",
+    ]
+    alpha_objects = alpha_layers[2]
+    assert alpha_objects.metadata["napari_unet_lab"]["model"] == "alpha"
+    kept = {layer.name: layer.data.copy() for layer in alpha_layers}
+
+    widget.model.choose_file(beta)
+    _run(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == [
+        "cells",
+        *kept,
+        "cells foreground probability (beta)",
+        "cells classes (beta)",
+        "cells objects (beta)",
+    ]
+    for layer in alpha_layers:  # the other model's results are untouched
+        np.testing.assert_array_equal(layer.data, kept[layer.name])
+    count = int(viewer.layers["cells objects (beta)"].data.max())
+    assert widget.status.value == f"Found {count} objects in cells with beta."
+
+    # the user paints over alpha's objects (napari's brush), then runs alpha again
+    alpha_objects.paint((3, 3), 9, refresh=True)
+    painted = alpha_objects.data.copy()
+    assert painted[3, 3] == 9
+    order = list(viewer.layers)
+    widget.model.choose_file(alpha)
+    _run(qtbot, widget)
+    assert list(viewer.layers)[: len(order)] == order  # nothing moved, nothing replaced
+    np.testing.assert_array_equal(alpha_objects.data, painted)
+    assert [layer.name for layer in viewer.layers][len(order) :] == ["cells objects (alpha) [1]"]
+    assert widget.status.value.endswith(
+        "kept your edited layer; new result in 'cells objects (alpha) [1]'"
+    )
+    assert errors == [] and image in viewer.layers

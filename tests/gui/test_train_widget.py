@@ -141,7 +141,7 @@ def test_validation_pair_is_held_out_and_measured(qtbot, viewer_and_widget, erro
     assert errors == []
     assert len(widget.run.images) == 1  # the held-out pair is not trained on
     assert [step for step, _ in widget.run.history] == [10, 20, 30]
-    assert [step for step, _ in widget.live.plot.validation] == [10, 20, 30]
+    assert [step for step, _ in widget.live.plot.validation] == [0, 10, 20, 30]  # 0: before
     assert "validation IoU" in widget.controls.status.value
 
 
@@ -286,6 +286,7 @@ def test_shows_weight_map_and_augmented_patches(qtbot, viewer_and_widget, errors
     weights = viewer.layers["cells loss weights"]
     assert weights.data.shape == (120, 150) and weights.data.max() > 2  # borders weigh more
     widget.data_views.show_augmented_patches()
+    qtbot.waitUntil(lambda: not widget.data_views.task.running, timeout=TIMEOUT_MS)
     patches = viewer.layers["augmented patches"]
     classes = viewer.layers["augmented classes (0 = ignored)"]
     assert patches.data.shape == (2, 60, 60) and classes.data.shape[1:] == (20, 20)

@@ -42,6 +42,20 @@ NOT_IMAGE_SUFFIXES = LABEL_SUFFIXES + PREDICTION_SUFFIXES
 LARGEST_SEED = 2**64 - 1  # torch.Generator.manual_seed takes no larger one
 
 
+# What to ask less of when memory runs out, by subcommand.
+MEMORY_ADVICE = {
+    "predict": "a smaller --tile-size or --batch-size",
+    "evaluate": "a smaller --tile-size or --batch-size",
+    "train": "a smaller --patch-size or --batch-size",
+}
+
+
+def out_of_memory_message(command: str) -> str:
+    """Return what to tell the user when `command` ran out of memory."""
+    less = MEMORY_ADVICE.get(command, "smaller images")
+    return f"there was not enough memory; ask for less at once ({less}), or close other programs"
+
+
 class InputError(ValueError):
     """Images or labels that cannot be used: unreadable, wrong dimensions, mismatched."""
 

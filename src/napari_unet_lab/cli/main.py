@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ..core.device import NotEnoughMemory, is_out_of_memory
 from ..core.model.export import ExportError, MissingPackageError
 from ..core.model.files import ModelFileError, builtin_models
 from . import demo, evaluate, export, predict, train
@@ -30,6 +31,7 @@ from .common import (
     PROG,
     InputError,
     UsageError,
+    out_of_memory_message,
 )
 
 SUBCOMMANDS = (predict, evaluate, train, export, demo)  # in the order --help lists them
@@ -76,9 +78,15 @@ def run_subcommand(args: argparse.Namespace) -> int:
     except FileExistsError as error:
         message = str(error).replace("pass overwrite=True", "add --overwrite")
         return fail(name, message, EXIT_OUTPUT_EXISTS)
-    except (MissingPackageError, ExportError, MemoryError) as error:
-        return fail(name, str(error), EXIT_FAILURE)
+    except (MissingPackageError, ExportError, NotEnoughMemory) as error:
+        return fail(name, str(error), EXIT_FAILURE)  # NotEnoughMemory says what fits
+    except (MemoryError, RuntimeError) as error:  # from torch or NumPy, often without text
+        if not is_out_of_memory(error):
+            raise  # a bug: its traceback helps more than a message
+        return fail(name, out_of_memory_message(args.command), EXIT_FAILURE)
     except OSError as error:
+        if is_out_of_memory(error):
+            return fail(name, out_of_memory_message(args.command), EXIT_FAILURE)
         where = f": {error.filename}" if error.filename else ""
         return fail(name, f"{error.strerror or error}{where}", EXIT_FAILURE)
 

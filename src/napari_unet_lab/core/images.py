@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .model.schema import intensity_range_problem, normalization_problem
+
 DEFAULT_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
 
 NOT_FINITE = "the image contains NaN or infinite values; fix or mask them first"
@@ -282,16 +284,26 @@ def intensity_range_for(image: Any, normalization: dict[str, Any] | None) -> tup
     -------
     (float, float)
         The intensities `normalised` maps to 0 and 1.
+
+    Raises
+    ------
+    ValueError
+        When the normalisation cannot be used (`model.schema.normalization_problem`):
+        an unknown method, or fixed intensities with low at or above high, or
+        not finite, which would map every pixel to the same value.
     """
     settings = dict(normalization or DEFAULT_NORMALIZATION)
-    method = settings.get("method", "percentile")
+    method = settings.setdefault("method", "percentile")
+    if method == "percentile":  # the percentiles may be left out
+        settings = {**DEFAULT_NORMALIZATION, **settings}
+    problem = normalization_problem(settings)
+    if problem is not None:
+        raise ValueError(f"the intensity normalisation cannot be used: {problem}")
     if method == "percentile":
-        return percentile_range(image, settings.get("low", 1.0), settings.get("high", 99.8))
+        return percentile_range(image, settings["low"], settings["high"])
     if method == "fixed":
         return float(settings["low"]), float(settings["high"])
-    if method == "none":
-        return 0.0, 1.0
-    raise ValueError(f"unknown intensity normalisation {method!r}")
+    return 0.0, 1.0
 
 
 def normalised(pixels: Any, intensity_range: tuple[float, float] | None) -> np.ndarray:
@@ -319,7 +331,9 @@ def normalised(pixels: Any, intensity_range: tuple[float, float] | None) -> np.n
     Raises
     ------
     ValueError
-        When a value is NaN or infinite (also after the mapping).
+        When a value is NaN or infinite (also after the mapping), or the range
+        cannot be mapped (`model.schema.intensity_range_problem`: low above
+        high, not finite, beyond float32).
 
     Examples
     --------
@@ -327,6 +341,9 @@ def normalised(pixels: Any, intensity_range: tuple[float, float] | None) -> np.n
     array([0. , 0.5, 1. ], dtype=float32)
     """
     low, high = intensity_range if intensity_range is not None else (0.0, 1.0)
+    problem = intensity_range_problem(low, high)
+    if problem is not None:  # a range like (5, 2) or (0, inf) would give nonsense, not an error
+        raise ValueError(f"cannot normalise the image: {problem}")
     scale = np.float32(1.0 / (high - low)) if high != low else np.float32(1.0)
     with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
         values = np.asarray(pixels).astype(np.float32, copy=False)

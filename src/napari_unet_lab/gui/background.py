@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import inspect
 import logging
-import re
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -15,70 +13,21 @@ from napari.utils import progress
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QDockWidget
 
+from ..core.device import NotEnoughMemory, is_out_of_memory
 from ..core.model.files import ModelFileError
 from ..core.progress import Progress
-
-try:  # PyQt5 / PyQt6
-    from qtpy.sip import isdeleted as _is_deleted
-except ImportError:  # PySide2 / PySide6
-    from qtpy.shiboken import isValid
-
-    def _is_deleted(qobject: Any) -> bool:
-        return not isValid(qobject)
-
+from .docks import qt_deleted
+from .messages import sentence
 
 logger = logging.getLogger(__name__)
 
 # Errors whose message is written for the user; anything else is a bug and is logged.
 EXPECTED_ERRORS = (ValueError, ModelFileError, MemoryError, OSError)
 
-# What torch, NumPy and the C library say when memory runs out (CPU, CUDA, MPS).
-OUT_OF_MEMORY_TEXT = re.compile(
-    r"out of memory|can't allocate memory|cannot allocate memory|unable to allocate"
-    r"|not enough memory",
-    re.IGNORECASE,
-)
-
 MEMORY_ADVICE = (
     "ask for less at once: a smaller tile size or fewer tiles per batch to segment, "
     "a smaller patch size or fewer patches per step to train; or close other programs"
 )
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Tell whether `error` says that memory ran out.
-
-    torch reports an allocation that failed as a ``RuntimeError`` (on the CPU,
-    "DefaultCPUAllocator: can't allocate memory"; on a GPU, ``OutOfMemoryError``,
-    a ``RuntimeError`` too), NumPy and Python as ``MemoryError``, often with no
-    text at all, and the C library as ``OSError`` with ``errno.ENOMEM``.
-
-    Parameters
-    ----------
-    error : BaseException
-        The error raised by the computation.
-
-    Returns
-    -------
-    bool
-        True if it is one of the above.
-
-    Examples
-    --------
-    >>> is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: ..."))
-    True
-    >>> is_out_of_memory(MemoryError())
-    True
-    >>> is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
-    False
-    """
-    if isinstance(error, MemoryError):
-        return True
-    if isinstance(error, OSError) and error.errno == errno.ENOMEM:
-        return True
-    return isinstance(error, (RuntimeError, OSError)) and bool(
-        OUT_OF_MEMORY_TEXT.search(str(error))
-    )
 
 
 class _FailedInWorker(Exception):
@@ -227,14 +176,14 @@ class BackgroundTask:
 
     def fail(self, message: str) -> None:
         """Tell the user what went wrong, in the status line and a notification."""
-        message = message[:1].upper() + message[1:]
+        message = sentence(message)
         self.status.value = message
         show_error(message)
 
     # ------------------------------------------------------------ closing
     def _controls_exist(self) -> bool:
         controls = [self.progress_bar, self.status, self.cancel_button, *self.buttons]
-        return not any(_is_deleted(control.native) for control in controls)
+        return not any(qt_deleted(control.native) for control in controls)
 
     def _watch_dock(self) -> None:
         # napari's remove_dock_widget (the dock's close button) deletes the dock but keeps
@@ -269,12 +218,12 @@ class BackgroundTask:
             return
         self.progress_bar.value = int(1000 * record.fraction)
         if record.message:
-            self.status.value = record.message[:1].upper() + record.message[1:]
+            self.status.value = sentence(record.message)
         if self._napari_progress is not None:
             bar = self._napari_progress
             bar.total, bar.n = record.total, record.done
             if record.message:
-                bar.set_description(record.message[:1].upper() + record.message[1:])
+                bar.set_description(sentence(record.message))
             bar.refresh()
 
     def _show_error(self, error: Exception) -> None:
@@ -284,7 +233,11 @@ class BackgroundTask:
             return
         text = str(error)
         if is_out_of_memory(error):
-            self.fail(f"there was not enough memory for {self.activity}; {self.memory_advice}.")
+            # the core's own account (what did not fit, what would) before the widget's advice
+            reason = f" ({text})" if isinstance(error, NotEnoughMemory) and text else ""
+            self.fail(
+                f"there was not enough memory for {self.activity}{reason}; {self.memory_advice}."
+            )
         elif isinstance(error, EXPECTED_ERRORS) and text:
             self.fail(text)
         else:

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     _wait_for(widget)
-    objects_name = f"{image.name} objects"
+    objects_name = f"{image.name} objects ({widget.model.info.name})"
     if objects_name not in viewer.layers:
         print(f"napari-unet-lab: segmentation did not finish: {widget.status.value}")
         return 1

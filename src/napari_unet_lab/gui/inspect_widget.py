@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,24 +31,34 @@ from ..core.look_inside.receptive_field import (
 from ..core.model.files import ModelFileError
 from ..core.progress import Progress
 from .background import BackgroundTask
+from .docks import scroll_in_dock, status_line
 from .layers import (
     PLUGIN_KEY,
     current_stack_index,
     image_axes,
     image_data,
     image_plane,
-    show_result,
     spatial_placement,
     visible_region,
+    was_edited,
 )
 from .model_chooser import ModelChooser
-from .receptive_field_layers import show_effective_receptive_fields, show_input_gradients
+from .pickers import LayerPicker, made_by_user
+from .receptive_field_layers import (
+    LOOK_INSIDE_ROLES,
+    keeping_the_view,
+    reading_of_radius,
+    show_effective_receptive_fields,
+    show_feature_map,
+    show_input_gradients,
+    why_the_rectangles_differ,
+)
 
 MAX_PROBED_PIXELS = 20  # gradients shown at once; the most recently placed points win
 MAX_AVERAGED_PLANES = 32  # planes of a stack the average draws pixels from
 
 EXPLAIN_FEATURES = (
-    "What each stage of the network responds to: one layer per stage, one channel per "
+    "What each stage of the network responds to: the stage chosen below, one channel per "
     "slider step (most active first), each value drawn over the middle of the pixels it sees."
 )
 EXPLAIN_GRADIENT = (
@@ -61,9 +72,7 @@ EXPLAIN_AVERAGE = (
 
 
 def _explanation(text: str) -> Label:
-    label = Label(value=text)
-    label.native.setWordWrap(True)
-    return label
+    return status_line(text)
 
 
 class InspectWidget(Container):
@@ -81,8 +90,12 @@ class InspectWidget(Container):
         self._probe_again = False
         self._loaded: tuple[Any, Any, Any] | None = None  # (key, model, info)
         self._points: Points | None = None
-        self.image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
-        self.model = ModelChooser("Model")
+        # every stage's maps, shown one at a time: (maps, image, channel axis, stack index)
+        self._maps: tuple[list[FeatureMap], Image, Any, list[int]] | None = None
+        self._model_number = 0  # counts model changes: a result of an earlier model is dropped
+        self._results_from: Any = None  # the model file the layers shown come from
+        self.image = LayerPicker(napari_viewer, "Image", Image, accept=made_by_user)
+        self.model = ModelChooser("Model", own_labels=False)
         self.stage = ComboBox(label="Show stage", choices=self._stage_choices)
         self.features_button = PushButton(text="Show feature maps")
         self.class_name = ComboBox(label="Class", choices=self._class_choices)
@@ -92,8 +105,8 @@ class InspectWidget(Container):
         self.average_button = PushButton(text="Average receptive field")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress_bar = ProgressBar(value=0, min=0, max=1000, visible=False, label="")
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
+        self.status = status_line()
+        scroll_in_dock(self)
         self.extend(
             [
                 self.image,
@@ -129,19 +142,9 @@ class InspectWidget(Container):
         self.pick_button.changed.connect(self.pick_pixels)
         self.average_button.changed.connect(self.average_receptive_field)
         self.cancel_button.changed.connect(self.cancel)
-        events = self._viewer.layers.events
-        for event in (events.inserted, events.removed, events.moved):
-            event.connect(self._refresh_layers)
         self._model_changed()
 
     # -------------------------------------------------------------- choices
-    def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
-        return [
-            (layer.name, layer)
-            for layer in self._viewer.layers
-            if isinstance(layer, Image) and PLUGIN_KEY not in layer.metadata
-        ]
-
     def _stage_choices(self, _widget=None) -> list[str]:
         info = self.model.info  # read when chosen: layer events never touch the file
         if info is None:
@@ -153,15 +156,33 @@ class InspectWidget(Container):
         names = info.class_names if info is not None else ["background", "object"]
         return [(name, index) for index, name in enumerate(names)]
 
-    def _refresh_layers(self, _event=None) -> None:
-        self.image.reset_choices()
-
     def _model_changed(self, _value=None) -> None:
+        changed = self._results_from != self.model.path
+        if changed:
+            self._forget_results()
         self.stage.reset_choices()
         self.class_name.reset_choices()
         classes = self.class_name.choices
         if len(classes) > 1 and self.class_name.value == classes[0]:
             self.class_name.value = classes[1]  # the first object class, not the background
+        points = self._points
+        clicked = points is not None and points in self._viewer.layers and len(points.data) > 0
+        if changed and clicked and self.model.path is not None:
+            self.probe_points()  # the clicked pixels stay: probed again with this model
+
+    def _forget_results(self) -> None:
+        """Remove the layers the previous model made; drop its results still on their way."""
+        self._model_number += 1
+        self.cancel()
+        self._maps, self._results_from = None, self.model.path
+        stale = [
+            layer
+            for layer in self._viewer.layers
+            if layer.metadata.get(PLUGIN_KEY, {}).get("role") in LOOK_INSIDE_ROLES
+            and not was_edited(layer)  # a result the user changed is theirs now
+        ]
+        for layer in stale:
+            self._viewer.layers.remove(layer)
 
     # -------------------------------------------------------------- inputs
     def _checked_inputs(self):
@@ -199,6 +220,11 @@ class InspectWidget(Container):
         """Stop the running computation at its next progress step."""
         self.task.cancel()
 
+    def _of_this_model(self, show: Callable[[Any], None]) -> Callable[[Any], None]:
+        """Wrap `show`: a result that arrives after the model changed is dropped."""
+        number = self._model_number
+        return lambda result: show(result) if number == self._model_number else None
+
     def _probe_if_asked(self) -> None:
         if self._probe_again:
             self._probe_again = False
@@ -234,7 +260,9 @@ class InspectWidget(Container):
 
         self.task.start(
             work,
-            on_result=lambda maps: self._show_feature_maps(maps, layer, channel_axis, stack_index),
+            on_result=self._of_this_model(
+                lambda maps: self._show_feature_maps(maps, layer, channel_axis, stack_index)
+            ),
             message=f"Computing feature maps of {layer.name}…",
         )
 
@@ -244,50 +272,26 @@ class InspectWidget(Container):
         if layer not in self._viewer.layers:
             show_warning(f"{layer.name!r} was closed meanwhile; feature maps not shown")
             return
-        placement = spatial_placement(layer, channel_axis, len(stack_index) + 2)
-        stack_scale = np.asarray(placement["scale"][:-2], float)
-        stack_translate = np.asarray(placement["translate"][:-2], float)
-        scale, translate = self._placement(layer, channel_axis)
-        for feature in maps:
-            # (C, [1 per stack axis], Y, X): channels on their own slider, at this plane
-            data = feature.activations.reshape(
-                feature.activations.shape[:1]
-                + (1,) * len(stack_index)
-                + feature.activations.shape[1:]
-            )
-            low, high = np.percentile(feature.activations, [0.5, 99.5])
-            limits = (float(low), float(high) if high > low else float(low) + 1.0)
-            shown, _ = show_result(
-                self._viewer,
-                data,
-                kind=Image,
-                name=f"{layer.name} {feature.stage}",
-                role=f"features {feature.stage}",
-                source=layer.name,
-                scale=[1.0, *stack_scale, *(scale * feature.step)],
-                translate=[
-                    0.0,
-                    *(stack_translate + stack_scale * np.asarray(stack_index)),
-                    *(translate + scale * np.asarray(feature.origin)),
-                ],
-                colormap="viridis",
-                visible=feature.stage == self.stage.value,
-            )
-            shown.contrast_limits_range = limits
-            shown.contrast_limits = limits
+        self._maps = (maps, layer, channel_axis, stack_index)
+        self._show_stage(self.stage.value)
         height, width = maps[0].activations.shape[1:]
         worst = max(feature.misalignment for feature in maps)
         self.status.value = (
             f"Feature maps of {len(maps)} stages over {height} x {width} pixels of "
-            f"{layer.name}; slide the first axis through channels, most active first. "
-            f"Each value lies within {worst:g} px of the centre of what it sees."
+            f"{layer.name}; choose the stage above, slide the first axis through its channels, "
+            f"most active first. Each value lies within {worst:g} px of the centre of what it sees."
         )
 
     def _show_stage(self, stage: str) -> None:
-        for layer in self._viewer.layers:
-            mark = layer.metadata.get(PLUGIN_KEY, {})
-            if isinstance(mark, dict) and str(mark.get("role", "")).startswith("features "):
-                layer.visible = mark["role"] == f"features {stage}"
+        """Show the chosen stage's maps in the feature-map layer (see `show_feature_map`)."""
+        if self._maps is None:
+            return
+        maps, layer, channel_axis, stack_index = self._maps
+        feature = next((f for f in maps if f.stage == stage), None)
+        if feature is None or layer not in self._viewer.layers:
+            return
+        with keeping_the_view(self._viewer):
+            show_feature_map(self._viewer, feature, layer, channel_axis, stack_index)
 
     # -------------------------------------------------------------- gradients at pixels
     def pick_pixels(self) -> None:
@@ -367,8 +371,8 @@ class InspectWidget(Container):
         class_name = info.class_names[class_index]
         self.task.start(
             work,
-            on_result=lambda results: self._show_gradients(
-                results, layer, channel_axis, class_name
+            on_result=self._of_this_model(
+                lambda results: self._show_gradients(results, layer, channel_axis, class_name)
             ),
             message="Computing input gradients…",
         )
@@ -379,7 +383,8 @@ class InspectWidget(Container):
         if layer not in self._viewer.layers:
             return
         scale, translate = self._placement(layer, channel_axis)
-        show_input_gradients(self._viewer, results, layer.name, scale, translate)
+        with keeping_the_view(self._viewer):
+            show_input_gradients(self._viewer, results, layer.name, scale, translate)
         if self._points is not None and self._points in self._viewer.layers:
             self._viewer.layers.selection.active = self._points  # keep clicking
         size = results[-1].window[0][1] - results[-1].window[0][0] + 1
@@ -421,7 +426,9 @@ class InspectWidget(Container):
 
         self.task.start(
             work,
-            on_result=lambda fields: self._show_averages(fields, layer, channel_axis, model),
+            on_result=self._of_this_model(
+                lambda fields: self._show_averages(fields, layer, channel_axis, model)
+            ),
             message=f"Averaging over {self.n_positions.value} pixels…",
         )
 
@@ -432,21 +439,20 @@ class InspectWidget(Container):
             return
         scale, translate = self._placement(layer, channel_axis)
         width = image_data(layer).shape[-2 if layer.rgb else -1]
-        radii = show_effective_receptive_fields(
-            self._viewer, fields, layer.name, scale, translate + scale * (0.0, width + 10.0)
-        )
-        self._viewer.reset_view()
+        with keeping_the_view(self._viewer):  # beside the image, out of view maybe: said below
+            radii = show_effective_receptive_fields(
+                self._viewer, fields, layer.name, scale, translate + scale * (0.0, width + 10.0)
+            )
         self.status.value = (
-            f"Effective radius (2σ of a Gaussian fitted to the peak): "
-            f"{', '.join(radii) or 'none, no gradient reached the image'}; "
-            f"the theoretical receptive field is {model.receptive_field} px across."
+            f"{reading_of_radius(fields)} Shown right of the image; effective radius (2σ of a "
+            f"Gaussian fitted to the peak): "
+            f"{', '.join(radii) or 'none, no gradient reached the image'}. "
+            f"{why_the_rectangles_differ(model, fields[0])}"
         )
 
     def close(self) -> None:  # noqa: D102
         self.cancel()
-        events = self._viewer.layers.events
-        for event in (events.inserted, events.removed, events.moved):
-            event.disconnect(self._refresh_layers)
+        self.image.stop_following()
         if self._points is not None:
             self._points.events.data.disconnect(self._points_changed)
         super().close()

@@ -39,10 +39,19 @@ def _checksum(data: Any) -> str:
     return hashlib.sha1(np.ascontiguousarray(np.asarray(data)).view(np.uint8)).hexdigest()
 
 
-def is_plugin_result(layer: Layer, role: str, source: str) -> bool:
-    """Return True if `layer` is this plugin's `role` result for the image `source`."""
+def is_plugin_result(layer: Layer, role: str, source: str, model: str | None = None) -> bool:
+    """Return True if `layer` is this plugin's `role` result for the image `source`.
+
+    Results made by a model say which (`show_result`'s `model`); they are
+    another model's results to keep, never this one's to update.
+    """
     mark = layer.metadata.get(PLUGIN_KEY)
-    return isinstance(mark, dict) and mark.get("role") == role and mark.get("source") == source
+    return (
+        isinstance(mark, dict)
+        and mark.get("role") == role
+        and mark.get("source") == source
+        and mark.get("model") == model
+    )
 
 
 def was_edited(layer: Layer) -> bool:
@@ -59,6 +68,7 @@ def show_result(
     name: str,
     role: str,
     source: str,
+    model: str | None = None,
     **properties: Any,
 ) -> tuple[Layer, str]:
     """Add a result layer, or update the plugin's own layer from an earlier run.
@@ -67,9 +77,11 @@ def show_result(
     vertices each (rectangles, ellipses): napari stores vertices as float32, and
     the shape types survive an update.
 
-    A layer is only reused if this plugin made it for the same image and nobody
-    edited it since; a user's layer, or a result the user corrected, is kept and
-    the new result goes into a new layer.
+    A layer is only reused if this plugin made it for the same image with the
+    same `model` (the name of the model that made the result, recorded in the
+    layer's metadata) and nobody edited it since; a user's layer, another
+    model's result, or a result the user corrected is kept where it is, and the
+    new result goes into a new layer.
 
     Returns
     -------
@@ -78,10 +90,12 @@ def show_result(
         "kept edited" (a new layer was added beside the edited one).
     """
     mark = {"role": role, "source": source, "checksum": _checksum(data)}
+    if model is not None:
+        mark["model"] = model
     previous = [
         layer
         for layer in viewer.layers
-        if isinstance(layer, kind) and is_plugin_result(layer, role, source)
+        if isinstance(layer, kind) and is_plugin_result(layer, role, source, model)
     ]
     reusable = [layer for layer in previous if not was_edited(layer)]
     if reusable:

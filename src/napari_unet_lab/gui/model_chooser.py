@@ -6,10 +6,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label
+from magicgui.widgets import ComboBox, Container, FileEdit
 
 from ..core.model.files import ModelInfo, builtin_models, load_model, read_model_info
 from ..core.model.unet import UNet
+from .docks import status_line
+from .messages import sentence
 
 MODEL_FROM_FILE = "model file…"
 MODEL_FILE_FILTER = "*.json *.safetensors"
@@ -33,6 +35,10 @@ class ModelChooser(Container):
         again whenever the choices are refreshed ("the network trained here").
     last : sequence of (text, value), optional
         Choices listed after the built-in models, before "model file…".
+    own_labels : bool
+        True: the chooser labels its rows itself ("Start from", "Model file"),
+        for a group without a label column. False: `label` goes in the label
+        column of the form holding it, which saves a dock a column's width.
     """
 
     def __init__(
@@ -40,6 +46,7 @@ class ModelChooser(Container):
         label: str = "Model",
         first: Callable[[], Choices] | None = None,
         last: Choices = (),
+        own_labels: bool = True,
     ):
         self._first = first or (lambda: [])
         self._last = list(last)
@@ -48,12 +55,16 @@ class ModelChooser(Container):
         self._info: ModelInfo | None = None
         self.choice = ComboBox(label=label, choices=self._choices)
         self.file = FileEdit(label="Model file", filter=MODEL_FILE_FILTER, visible=False)
-        self.problem = Label(value="", visible=False)
-        self.problem.native.setWordWrap(True)
+        self.problem = status_line()
+        self.problem.visible = False
         # connected first, so the chooser's `changed` finds `info` up to date
         self.choice.changed.connect(self._chosen)
         self.file.changed.connect(self._chosen)
-        super().__init__(widgets=[self.choice, self.file, self.problem], labels=True, label="")
+        super().__init__(
+            widgets=[self.choice, self.file, self.problem],
+            labels=own_labels,
+            label="" if own_labels else label,
+        )
         self.margins = (0, 0, 0, 0)
         self._chosen()
 
@@ -69,7 +80,7 @@ class ModelChooser(Container):
                 self._info = read_model_info(path)
             except (ValueError, OSError) as error:  # ModelFileError is a ValueError
                 problem = str(error)
-        self.problem.value = problem[:1].upper() + problem[1:]
+        self.problem.value = sentence(problem)
         self.problem.visible = bool(problem)
 
     @property

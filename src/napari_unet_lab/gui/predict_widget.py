@@ -9,7 +9,6 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FloatSlider,
-    Label,
     ProgressBar,
     PushButton,
     SpinBox,
@@ -21,10 +20,13 @@ from ..core.device import available_devices
 from ..core.images import image_channel_axis
 from ..core.model.files import ModelFileError
 from ..core.predict.objects import OBJECT_THRESHOLD
+from ..core.predict.plausibility import training_diameter, unlike_training_warning
 from ..core.predict.segment import Segmentation, iter_segment
 from .background import BackgroundTask
+from .docks import scroll_in_dock, status_line
 from .layers import image_data, show_result, spatial_placement
 from .model_chooser import ModelChooser
+from .pickers import LayerPicker
 
 
 class PredictWidget(Container):
@@ -32,15 +34,17 @@ class PredictWidget(Container):
 
     Adds three layers over the image: the most likely class of each pixel
     (Labels), the separated objects (Labels), and the probability of each pixel
-    belonging to an object (Image). Running again updates these layers, never
-    a layer of the user's or a result the user has corrected.
+    belonging to an object (Image), each named after the image and the model
+    ("nuclei_1 objects (nuclei)"). Running the same model again updates its
+    layers; another model adds its own, to compare. A layer of the user's, or
+    a result the user has corrected, is never changed, moved or replaced.
     """
 
     def __init__(self, napari_viewer: Any):
         super().__init__(labels=True)
         self._viewer = napari_viewer
-        self.image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
-        self.model = ModelChooser("Model")
+        self.image = LayerPicker(napari_viewer, "Image", Image)
+        self.model = ModelChooser("Model", own_labels=False)
         self.threshold = FloatSlider(
             label="Object probability", value=OBJECT_THRESHOLD, min=0.05, max=0.95, step=0.05
         )
@@ -53,7 +57,7 @@ class PredictWidget(Container):
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress_bar = ProgressBar(value=0, min=0, max=1000, visible=False, label="")
-        self.status = Label(value="")
+        self.status = status_line()
         self._advanced = (self.tile_size, self.batch_size, self.device)
         self.extend(
             [
@@ -94,16 +98,7 @@ class PredictWidget(Container):
             "Smaller tiles use less memory; the result is the same."
         )
         self.batch_size.tooltip = "0: automatic (4 on a GPU, 1 on the CPU)."
-        events = self._viewer.layers.events
-        for event in (events.inserted, events.removed, events.moved):
-            event.connect(self._refresh_layers)
-
-    # -------------------------------------------------------------- choices
-    def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
-
-    def _refresh_layers(self, _event=None) -> None:
-        self.image.reset_choices()
+        scroll_in_dock(self)
 
     def _toggle_advanced(self, shown: bool) -> None:
         for widget in self._advanced:
@@ -138,8 +133,10 @@ class PredictWidget(Container):
             threshold=self.threshold.value,
             min_size=self.min_size.value,
             split_touching=self.split_touching.value,
-            on_result=lambda result: self._show_segmentation(result, layer, channel_axis),
-            message=f"Segmenting {layer.name}…",
+            on_result=lambda result: self._show_segmentation(
+                result, layer, channel_axis, info.name
+            ),
+            message=f"Segmenting {layer.name} with {info.name}…",
         )
 
     def cancel(self) -> None:
@@ -158,7 +155,9 @@ class PredictWidget(Container):
         return layer, model, info
 
     # -------------------------------------------------------------- results
-    def _show_segmentation(self, result: Segmentation, layer: Image, channel_axis) -> None:
+    def _show_segmentation(
+        self, result: Segmentation, layer: Image, channel_axis, model_name: str
+    ) -> None:
         if layer not in self._viewer.layers:
             show_warning(f"{layer.name!r} was closed while it was segmented; result not shown")
             return
@@ -182,21 +181,30 @@ class PredictWidget(Container):
                 self._viewer,
                 data,
                 kind=kind,
-                name=f"{layer.name} {suffix}",
+                name=f"{layer.name} {suffix} ({model_name})",
                 role=role,
                 source=layer.name,
+                model=model_name,
                 **placement,
                 **style,
             )
             if outcome == "kept edited":
                 outcomes.append(f"kept your edited layer; new result in {new_layer.name!r}")
         count = int(result.objects.max())  # objects are numbered 1..N
-        self.status.value = " ".join([f"Found {count} objects in {layer.name}.", *outcomes])
+        found = f"Found {count} objects in {layer.name} with {model_name}."
+        self.status.value = " ".join([found, *outcomes])
         show_info(self.status.value)
+        # an image unlike the training images gives fragments, not an error: say so
+        info = self.model.info
+        diameter = training_diameter(info) if info is not None else None
+        unlike = unlike_training_warning(result, self.min_size.value, diameter)
+        if unlike is not None:
+            show_warning(
+                f"{unlike} If it is wrong, correct a few objects on this image and fine-tune "
+                "the model on them with U-Net: Train (start from this model)."
+            )
 
     def close(self) -> None:  # noqa: D102
         self.cancel()
-        events = self._viewer.layers.events
-        for event in (events.inserted, events.removed, events.moved):
-            event.disconnect(self._refresh_layers)
+        self.image.stop_following()
         super().close()

@@ -1,15 +1,118 @@
-"""Layers that show how far a U-Net looks: input gradients, receptive-field rectangles, circles."""
+"""Layers that show inside a U-Net: feature maps, input gradients, receptive fields."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from napari.layers import Image, Shapes
 
+from ..core.look_inside.feature_maps import FeatureMap
 from ..core.look_inside.receptive_field import EffectiveReceptiveField, PixelGradient
-from .layers import show_result
+from ..core.model.unet import UNet
+from .layers import show_result, spatial_placement
+
+# Roles of the layers Look inside makes from a model: stale once the model changes.
+LOOK_INSIDE_ROLES = (
+    "feature maps",
+    "input gradient",
+    "receptive field",
+    "effective receptive field trained",
+    "effective receptive field untrained",
+    "receptive field sizes",
+)
+
+
+@contextmanager
+def keeping_the_view(viewer: Any) -> Iterator[None]:
+    """Keep the camera's centre and zoom while layers are added or changed.
+
+    napari refits the view to all layers whenever the number of dimensions
+    changes (feature maps add a channel axis); the user's place is kept instead.
+    """
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari 0.9
+    centre, zoom = tuple(camera.center), camera.zoom
+    try:
+        yield
+    finally:
+        camera.center, camera.zoom = centre, zoom
+
+
+def reading_of_radius(fields: Sequence[EffectiveReceptiveField]) -> str:
+    """Say in a line how far around each pixel the network looks, trained first.
+
+    The radius holding 86 % of the gradient: it needs no model of the shape
+    (see `EffectiveReceptiveField.radius_holding`).
+    """
+    radii = [erf.radius_holding() if np.abs(erf.gradient).any() else None for erf in fields]
+    if radii[0] is None:
+        return "No gradient reached the image: this network ignores it here."
+    text = f"This network uses about {radii[0]:.0f} px around each pixel"
+    if len(radii) > 1 and radii[1] is not None:
+        text += f" (untrained, it would use about {radii[1]:.0f} px)"
+    return text + "."
+
+
+def why_the_rectangles_differ(model: UNet, erf: EffectiveReceptiveField) -> str:
+    """Say in a line how the averaged rectangle relates to the rectangle of a clicked pixel.
+
+    A clicked pixel's rectangle is its own theoretical receptive field; the
+    average lays every pixel's field over one another, and the pooling grid
+    shifts them by a few pixels depending on where each pixel lies.
+    """
+    (first, last), _ = erf.theoretical
+    union, single = last - first + 1, model.receptive_field
+    if union == single:
+        return f"The rectangle spans {union} px, as for a clicked pixel."
+    return (
+        f"The rectangle spans {union} px, more than a clicked pixel's ({single} px at most): "
+        f"where a pixel lies on the pooling grid shifts its field, so together they span "
+        f"{union - single} px more."
+    )
+
+
+def show_feature_map(
+    viewer: Any, feature: FeatureMap, image: Image, channel_axis: int | None, stack_index: list[int]
+) -> Image:
+    """Show one stage's feature maps in the image's one feature-map layer, over what each sees.
+
+    One layer for all stages, so the channel slider spans the stage shown only
+    (napari's sliders span every layer). Channels go on the first axis, then
+    one axis of length 1 per stack axis, at the plane the maps were taken from.
+    """
+    placement = spatial_placement(image, channel_axis, len(stack_index) + 2)
+    stack_scale = np.asarray(placement["scale"][:-2], float)
+    stack_translate = np.asarray(placement["translate"][:-2], float)
+    scale = np.asarray(placement["scale"][-2:], float)
+    translate = np.asarray(placement["translate"][-2:], float)
+    activations = feature.activations  # (C, Y, X)
+    data = activations.reshape(
+        (len(activations),) + (1,) * len(stack_index) + activations.shape[1:]
+    )
+    low, high = np.percentile(activations, [0.5, 99.5])
+    limits = (float(low), float(high) if high > low else float(low) + 1.0)
+    name = f"{image.name} {feature.stage}"
+    shown, _ = show_result(
+        viewer,
+        data,
+        kind=Image,
+        name=name,
+        role="feature maps",
+        source=image.name,
+        scale=[1.0, *stack_scale, *(scale * feature.step)],
+        translate=[
+            0.0,
+            *(stack_translate + stack_scale * np.asarray(stack_index)),
+            *(translate + scale * np.asarray(feature.origin)),
+        ],
+        colormap="viridis",
+    )
+    shown.name = name  # an updated layer keeps its name otherwise
+    shown.contrast_limits_range = limits
+    shown.contrast_limits = limits
+    return shown
 
 
 def show_input_gradients(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import queue
 from typing import Any
 
@@ -17,10 +18,18 @@ from ..core.train import (
     Preview,
     PreviewRequest,
     TrainingProgress,
+    TrainingResult,
     TrainingRun,
     prepare_training,
 )
-from .train.controls import RunControls, prepare_and_train, progress_text, result_text
+from .docks import scroll_in_dock
+from .train.controls import (
+    RunControls,
+    StartingScores,
+    prepare_and_train,
+    progress_text,
+    result_text,
+)
 from .train.data_views import DataViews
 from .train.live_view import LiveView
 from .train.options import TrainingOptions
@@ -64,7 +73,12 @@ class TrainWidget(Container):
         self.controls = RunControls(
             [self.saving.button, self.data_views.augment_button], self._finished, self._paused
         )
+        self.data_views.task = self.controls.side_task(
+            [self.data_views.weights_button, self.data_views.augment_button],
+            activity="drawing augmented patches",
+        )
         self.live = LiveView(napari_viewer)
+        scroll_in_dock(self)
         self.extend([self.pairs, self.start_from, self.settings, self.data_views, self.controls])
         self.native.layout().addWidget(self.live.plot)
         self.append(self.saving)
@@ -105,7 +119,7 @@ class TrainWidget(Container):
 
     def start(self) -> None:
         """Check the layers, then prepare and train in a background thread."""
-        if self.running:
+        if self.running or self.data_views.task.running:
             return
         try:
             start, items, checks = self._new_start()
@@ -116,14 +130,15 @@ class TrainWidget(Container):
         self._asked = self.live.request(start.pairs)
         self._inbox.put(self._asked)
         self._room = self.live.make_room(self._asked, start.pairs[self._asked.index])
+        self.live.bring_forward(start.pairs)  # what training shows, on top while it runs
         self._painted = PaintedAnnotations(start.pairs, self._inbox, tell=self.controls.tell)
         preparation = prepare_training(
             start.model, items, checks, start.settings, start.seed, start.targets
         )
         self.controls.run(
             prepare_and_train, preparation, self._inbox, self.settings.preview_every.value,
-            start.targets, on_result=lambda result: self.controls.announce(result_text(result)),
-            on_yielded=self._record, message=f"Training from {start.origin}…",
+            start.targets, on_result=self._trained, on_yielded=self._record,
+            message=f"Training from {start.origin}…",
         )  # fmt: skip
 
     def _record(self, record: Any) -> None:
@@ -138,10 +153,18 @@ class TrainWidget(Container):
             if asked != self._asked:
                 self._asked = asked
                 self._inbox.put(asked)
+        elif isinstance(record, StartingScores):  # the network as it starts: step 0
+            self.live.plot.add(0, math.nan, record.scores.iou)
+            self.controls.tell(f"Before training: validation IoU {record.scores.iou:.3f}")
         elif isinstance(record, Preview):
             self.live.show(record, self.started.pairs[record.index])
         elif isinstance(record, str):
             show_info(record)
+
+    def _trained(self, result: TrainingResult) -> None:
+        if result.validation is not None:
+            self.live.plot.mark_kept(result.best_step)
+        self.controls.announce(result_text(result))
 
     def _paused(self, paused: bool) -> None:
         self.saving.button.enabled = paused and self.run is not None  # weights stand still
@@ -153,7 +176,10 @@ class TrainWidget(Container):
         if not ran:  # failed or stopped before its run existed: leave everything as it was
             self.live.remove(self._room)
             self._pending, self._room = None, []
+        self.live.put_back()
         self.start_from.choice.reset_choices()  # offers to go on with the network trained here
+        if ran and self.run is not None:
+            self.start_from.choice.value = CONTINUE  # the next Start goes on from here
         self.saving.button.enabled = self.run is not None
         if ran and self.controls.stopping and self.run is not None:
             self.controls.tell(
@@ -175,6 +201,8 @@ class TrainWidget(Container):
 
     def close(self) -> None:  # noqa: D102
         self.controls.stop()
+        for picker in (self.pairs.image, self.pairs.annotations, self.pairs.region):
+            picker.stop_following()
         if self._painted is not None:
             self._painted.stop()
         events = self._viewer.layers.events

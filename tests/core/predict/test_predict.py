@@ -91,3 +91,17 @@ def test_object_defaults_live_in_object_config():
         ObjectConfig.from_dict({"depth": 3})
     with pytest.raises(ValueError, match="object threshold must be between 0 and 1, got 1.5"):
         ObjectConfig(threshold=1.5)
+
+
+@pytest.mark.parametrize(("low", "high"), [(100, 100), (900, 100)])
+def test_segment_refuses_a_fixed_normalisation_that_would_find_nothing(low, high):
+    """low == high made every pixel the same: 0 objects, and no word why."""
+    config = UNetConfig(base_channels=4, depth=2)
+    info = ModelInfo(config=config, class_names=["background", "object"], name="test")
+    info.normalization = {"method": "fixed", "low": low, "high": high}
+    with pytest.raises(ValueError) as refused:
+        segment(UNet(config), info, np.full((40, 40), 100, np.uint16), device="cpu")
+    assert str(refused.value) == (
+        "the intensity normalisation cannot be used: normalization.low must be below "
+        f"normalization.high, not {low}, {high}"
+    )

@@ -36,6 +36,9 @@ WIDEST_LAYER = 2048  # channels at the bottom, base_channels * 2**depth; the pap
 LARGEST_PATCH = 65536  # pixels along one side of a training patch
 PATCH_SIZE_KEYS = ("patch_size", "patch_input_size", "patch_output_size")
 NORMALIZATION_METHODS = ("percentile", "fixed", "none")
+# Images are normalised in float32: intensities, and the scale 1 / (high - low), must fit.
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_SMALLEST_NORMAL = 1.1754943508222875e-38
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -108,8 +111,44 @@ def normalization_problem(normalization: Any) -> str | None:
     low, high = normalization["low"], normalization["high"]
     if method == "percentile" and not 0 <= low < high <= 100:
         return f"normalization percentiles must satisfy 0 <= low < high <= 100, not {low}, {high}"
-    if method == "fixed" and not low < high:
+    if method == "fixed" and not low < high:  # else every pixel maps to 0: no objects
         return f"normalization.low must be below normalization.high, not {low}, {high}"
+    if method == "fixed" and (problem := intensity_range_problem(low, high)) is not None:
+        return f"normalization: {problem}"
+    return None
+
+
+def intensity_range_problem(low: Any, high: Any) -> str | None:
+    """Say why intensities `low` and `high` cannot be mapped to 0 and 1, or return None.
+
+    The mapping is done in float32 (`images.normalised`), so both must be
+    finite float32 values with ``low <= high``, and ``1 / (high - low)`` must be
+    a normal float32 too. ``low == high`` is accepted: a constant image, only
+    shifted.
+
+    Examples
+    --------
+    >>> intensity_range_problem(100.0, 1100.0) is None
+    True
+    >>> intensity_range_problem(5.0, 2.0)
+    'the intensity mapped to 0 (5.0) is above the one mapped to 1 (2.0)'
+    """
+    try:
+        low, high = float(low), float(high)
+    except (TypeError, ValueError):
+        shown = f"{_shown(low)}, {_shown(high)}"
+        return f"the intensities mapped to 0 and 1 must be numbers, not {shown}"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"the intensities mapped to 0 and 1 must be finite numbers, not {low}, {high}"
+    if low > high:
+        return f"the intensity mapped to 0 ({low}) is above the one mapped to 1 ({high})"
+    if max(abs(low), abs(high)) > FLOAT32_MAX:
+        return f"the intensities {low}, {high} lie beyond what 32-bit images hold (±3.4e38)"
+    if low < high and not FLOAT32_SMALLEST_NORMAL <= 1 / (high - low) <= FLOAT32_MAX:
+        return (
+            f"the intensities {low}, {high} are too close together or too far apart "
+            "to map to 0 and 1"
+        )
     return None
 
 

@@ -14,7 +14,6 @@ network made of them. `tiling.iter_predict_tiled` is the engine that runs them.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,6 +24,7 @@ import torch
 from ..device import select_device
 from ..images import normalised
 from ..model.unet import UNet
+from . import tile_cost
 
 Border = Literal["mirror", "zeros"]
 
@@ -36,9 +36,6 @@ TileSize = int | Literal["auto"] | None
 # Xeon, benchmarks/README.md). GPU: 1024 px feeds 23 % fewer pixels than 512 px (same padding).
 AUTO_TILE_CPU = 512
 AUTO_TILE_GPU = 1024
-# Peak activations of one forward pass, in values per pixel per base channel: 9-10
-# measured (resident memory of a float32 CPU pass, depths 3 and 4).
-_ACTIVATIONS_PER_BASE_CHANNEL = 10
 
 
 @dataclass(frozen=True)
@@ -92,8 +89,8 @@ def auto_tile_size(
     mixed_precision : bool or None
         As for `iter_predict_tiled` (None: on for CUDA); halves the estimate.
     memory_budget : int, optional
-        Bytes the activations of one batch may take; by default half of the free
-        GPU memory, or a quarter of the physical memory for the CPU.
+        Bytes the activations of one batch may take; by default half of the
+        memory free on the device (`tile_cost.memory_budget`).
 
     Returns
     -------
@@ -119,31 +116,13 @@ def auto_tile_size(
     """
     device = select_device(device) if device in (None, "auto") else torch.device(device)
     gpu = device.type in ("cuda", "mps")
-    if memory_budget is None:
-        memory_budget = _memory_budget(device)
-    config = model.config
-    half = device.type == "cuda" if mixed_precision is None else mixed_precision  # as autocast
-    channels = _ACTIVATIONS_PER_BASE_CHANNEL * config.base_channels
-    values = channels + config.in_channels + config.n_classes
-    per_pixel = values * (2 if half else 4) * max(batch_size, 1)
+    budget = tile_cost.memory_budget(device) if memory_budget is None else memory_budget
+    half = tile_cost.uses_half_precision(device, mixed_precision)
+    per_pixel = tile_cost.bytes_per_pixel(model, half) * max(batch_size, 1)
     grid = model.size_multiple
-    fitting = math.isqrt(max(memory_budget, 0) // per_pixel) // grid * grid
+    fitting = math.isqrt(max(budget, 0) // per_pixel) // grid * grid
     smallest = max(4 * model.halo, 128)
     return max(min(AUTO_TILE_GPU if gpu else AUTO_TILE_CPU, fitting), smallest)
-
-
-def _memory_budget(device: torch.device) -> int:
-    """Bytes one batch's activations may take on `device` (see `auto_tile_size`)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free // 2
-    if device.type == "mps" and hasattr(torch.mps, "recommended_max_memory"):
-        return (torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()) // 2
-    try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, OSError, ValueError):  # no sysconf (Windows)
-        physical = 8 * 2**30
-    return physical // 4
 
 
 def plan_axis(

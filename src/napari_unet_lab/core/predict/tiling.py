@@ -21,11 +21,20 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..device import autocast, is_out_of_memory, select_device
+from ..device import NotEnoughMemory, autocast, is_out_of_memory, select_device
 from ..images import channels_first
 from ..model.unet import UNet
 from ..progress import Progress, run_to_end
-from .tile_plan import Border, TileSize, auto_tile_size, plan_tiles, read_tiles, write_tiles
+from .tile_cost import capped_batch_size, check_batch_fits, context_advice
+from .tile_plan import (
+    Border,
+    TilePlan,
+    TileSize,
+    auto_tile_size,
+    plan_tiles,
+    read_tiles,
+    write_tiles,
+)
 
 Output = Literal["logits", "probabilities"]
 
@@ -68,7 +77,8 @@ def network_runner(
 
     The network is copied for inference (batch norm folded, see
     `UNet.for_inference`); the caller's model is not changed. A batch the
-    device runs out of memory for is halved and retried, down to one tile.
+    device runs out of memory for (the CPU included) is halved and retried,
+    down to one tile.
 
     Parameters
     ----------
@@ -95,10 +105,11 @@ def network_runner(
                 raise
             _free_cached_memory(device)
             if len(inputs) == 1:
-                raise MemoryError(
+                instead = "" if device.type == "cpu" else " or the CPU"
+                raise NotEnoughMemory(
                     f"the {device.type.upper()} ran out of memory for a single tile of "
                     f"{inputs.shape[-2]}x{inputs.shape[-1]} pixels; choose a smaller tile "
-                    "size or the CPU"
+                    f"size{instead}"
                 ) from error
         half = len(inputs) // 2  # retry in smaller batches
         return np.concatenate([run(inputs[:half]), run(inputs[half:])])
@@ -141,8 +152,9 @@ def iter_predict_tiled(
     batch_size : int or None
         Tiles sent to the runner at once. None: 4 on a GPU, 1 on the CPU (where
         larger batches only add memory traffic: measured 1.2-1.35x slower at 4)
-        and with a `runner`. On running out of GPU memory the batch is halved
-        and retried.
+        and with a `runner`. Capped so that one batch holds at most 4 Mpx of
+        input on the CPU, 16 Mpx on a GPU (`tile_cost.capped_batch_size`). On
+        running out of memory the batch is halved and retried.
     device : str, torch.device or None
         ``"auto"`` picks CUDA, then MPS, then the CPU; unused with a `runner`.
     mixed_precision : bool or None
@@ -171,13 +183,22 @@ def iter_predict_tiled(
     Yields
     ------
     Progress
-        After each batch of tiles; closing the generator cancels between
-        batches (and cancels the futures still in flight).
+        Before the first batch (saying how many tiles and batches, and when
+        the tiles are so small that most of the work is context, which tile
+        size is faster), then after each batch of tiles; closing the generator
+        cancels between batches (and cancels the futures still in flight).
 
     Returns
     -------
     array-like
         `out`, holding the prediction.
+
+    Raises
+    ------
+    NotEnoughMemory
+        Before any tile is predicted, when a batch of tiles clearly needs more
+        memory than the device has free (`tile_cost.check_batch_fits`); or when
+        a single tile does not fit after all.
     """
     if batch_size is not None and batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -203,13 +224,18 @@ def iter_predict_tiled(
     if tile_size == "auto":
         tile_size = auto_tile_size(model, device, batch_size, mixed_precision)
     plan = plan_tiles(model, (*stack_shape, height, width), tile_size, border)
+    tile_shape = (plan.rows.tile_input, plan.columns.tile_input)
+    asked, batch_size = batch_size, capped_batch_size(tile_shape, batch_size, device)
     if runner is None:
+        check_batch_fits(model, tile_shape, min(batch_size, len(plan)), device, mixed_precision)
         runner = network_runner(model, device, mixed_precision)
 
     done, total = 0, len(plan)
     batches = plan.batches(batch_size)
     pending: deque[tuple[list, Any]] = deque()  # (tiles, their scores or a future of them)
-    yield Progress(0, total, "predicting")
+    advice = context_advice(model, plan)
+    yield Progress(0, total, _plan_summary(plan, batch_size, asked, advice))
+    advice = f"; {advice}" if advice else ""  # stays in view: the first record is soon replaced
     try:
         while True:
             for batch in islice(batches, in_flight - len(pending)):
@@ -219,7 +245,7 @@ def iter_predict_tiled(
             batch, scores = pending.popleft()
             write_tiles(out, batch, _awaited(scores))
             done += len(batch)
-            yield Progress(done, total, f"predicted {done} of {total} tiles")
+            yield Progress(done, total, f"predicted {done} of {total} tiles{advice}")
     finally:
         for _, scores in pending:  # cancelled or failed: stop what still runs
             if hasattr(scores, "cancel"):
@@ -227,6 +253,22 @@ def iter_predict_tiled(
     if output == "probabilities":
         scores_to_probabilities(out)
     return out
+
+
+def _plan_summary(plan: TilePlan, batch_size: int, asked: int, advice: str) -> str:
+    """Say what prediction is about to do, before the first batch (which may take a while)."""
+    rows, columns = plan.rows.tile_input, plan.columns.tile_input
+    tiles = f"{rows} px" if rows == columns else f"{rows}×{columns} px"
+    total = len(plan)
+    if total == 1:
+        summary = f"predicting 1 tile of {tiles}"
+    else:
+        n_batches = -(-total // batch_size)
+        summary = f"predicting {total} tiles of {tiles} in {n_batches} batch"
+        summary += "es" if n_batches > 1 else ""
+        if batch_size < min(asked, total):
+            summary += f" of {batch_size} (not {asked}: smaller batches report progress sooner)"
+    return f"{summary}; {advice}" if advice else summary
 
 
 def predict_tiled(model: UNet, image: Any, **settings: Any) -> Any:

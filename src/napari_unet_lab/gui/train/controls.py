@@ -4,33 +4,56 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from magicgui.widgets import Container, Label, ProgressBar, PushButton
+from magicgui.widgets import Container, ProgressBar, PushButton
 from napari.utils.notifications import show_info
 
 from ...core.config import TargetConfig
-from ...core.train import TrainingProgress, TrainingResult, train_interactively
+from ...core.train import (
+    TrainingProgress,
+    TrainingResult,
+    ValidationScores,
+    train_interactively,
+)
 from ..background import BackgroundTask
+from ..docks import status_line
+from ..messages import sentence
+
+
+@dataclass(frozen=True)
+class StartingScores:
+    """Validation of the network before its first step: what training is measured against."""
+
+    scores: ValidationScores
 
 
 def prepare_and_train(
     preparation: Generator, inbox: queue.SimpleQueue, preview_every: int, targets: TargetConfig
 ) -> Generator[Any, None, TrainingResult]:
-    """Prepare the run, hand it over once (the `TrainingRun`), then train listening to `inbox`."""
+    """Prepare the run, hand it over once (the `TrainingRun`), then train listening to `inbox`.
+
+    With a validation pair, the starting network is validated first (`StartingScores`).
+    """
     run = yield from preparation
     yield run
+    starting = run.validate()
+    if starting is not None:
+        yield StartingScores(starting)
     return (yield from train_interactively(run, inbox, preview_every, targets))
 
 
 def result_text(result: TrainingResult) -> str:
-    """Say in a line how a training went."""
+    """Say in a line how a training went, and which step's weights the network keeps."""
     text = f"Trained {result.steps} steps in {result.seconds / 60:.1f} min"
     if result.validation is not None:
-        text += (
-            f"; validation IoU {result.validation.iou:.3f}, Dice "
-            f"{result.validation.dice:.3f} (step {result.best_step}, kept)"
-        )
+        text += f"; validation IoU {result.validation.iou:.3f}, Dice {result.validation.dice:.3f}"
+        if result.best_step != result.steps:
+            text += (
+                f" at step {result.best_step}: the network keeps the weights of that step, "
+                f"where validation was best, not those of the last step ({result.steps})"
+            )
     if result.stopped_early:
         text += "; stopped early: validation no longer improved"
     return text + ". Save the model to use it."
@@ -39,8 +62,7 @@ def result_text(result: TrainingResult) -> str:
 def progress_text(progress: TrainingProgress) -> str:
     """Say in a line where training is, and how long it will take."""
     minutes, seconds = divmod(int(progress.eta_seconds), 60)
-    text = f"{progress.message}; about {minutes} min {seconds:02d} s left"
-    return text[:1].upper() + text[1:]
+    return sentence(f"{progress.message}; about {minutes} min {seconds:02d} s left")
 
 
 class RunControls(Container):
@@ -66,7 +88,7 @@ class RunControls(Container):
         self.pause_button = PushButton(text="Pause", enabled=False)
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress_bar = ProgressBar(value=0, min=0, max=1000, visible=False, label="")
-        self.status = Label(value="")
+        self.status = status_line()
         super().__init__(
             widgets=[self.start_button, self.pause_button, self.stop_button, self.progress_bar,
                      self.status],
@@ -100,9 +122,24 @@ class RunControls(Container):
         self.pause_button.enabled = self.running
         self.pause_button.text = "Pause"
 
+    def side_task(self, buttons: Sequence[PushButton], activity: str) -> BackgroundTask:
+        """Return a task for short work beside training, using this bar, status line and Stop.
+
+        Start and `buttons` wait while it runs; Stop cancels it.
+        """
+        task = BackgroundTask(
+            progress_bar=self.progress_bar,
+            status=self.status,
+            cancel_button=self.stop_button,
+            buttons=[self.start_button, *buttons],
+            activity=activity,
+        )
+        self.stop_button.changed.connect(task.cancel)
+        return task
+
     def tell(self, text: str) -> None:
         """Show a line in the status, starting with a capital."""
-        self.status.value = text[:1].upper() + text[1:]
+        self.status.value = sentence(text)
 
     def announce(self, text: str) -> None:
         """Show a line in the status and as a notification."""

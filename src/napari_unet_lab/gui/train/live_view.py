@@ -33,6 +33,20 @@ def capped(start: int, stop: int, length: int) -> slice:
     return slice(start, stop)
 
 
+def preview_labels(classes: np.ndarray) -> np.ndarray:
+    """Return predicted classes numbered as scribbles are, so one label is one class everywhere.
+
+    Class c (1 and up) becomes label c + 1, as scribbles paint it; the
+    background (class 0) stays 0, clear, so the image shows through.
+
+    Examples
+    --------
+    >>> preview_labels(np.array([[0, 1, 2]], np.uint8))
+    array([[0, 2, 3]], dtype=uint8)
+    """
+    return np.where(classes > 0, classes.astype(np.uint8) + 1, 0).astype(np.uint8)
+
+
 STYLES = {  # role: (layer kind, name after the image's, look)
     "preview": (Labels, "preview", {"opacity": 0.5}),
     "uncertainty": (Image, "uncertainty", {
@@ -53,6 +67,7 @@ class LiveView:
     def __init__(self, viewer: Any):
         self._viewer = viewer
         self.plot = TrainingPlot()
+        self._forward: list[Pair] = []  # pairs whose previews are on top while training
 
     def request(self, pairs: list[Pair]) -> PreviewRequest:
         """Ask for a preview where the user looks: the visible part of a training image, capped.
@@ -82,15 +97,35 @@ class LiveView:
             for role in STYLES
             if not any(is_plugin_result(layer, role, source) for layer in self._viewer.layers)
         ]
-        if added:
-            self._annotations_on_top(pair)
         return added
+
+    def bring_forward(self, pairs: list[Pair]) -> None:
+        """Put the previews of `pairs` on top, shown, until `put_back`: what training shows."""
+        self._forward = list(pairs)
+        for pair in pairs:
+            self._on_top(pair)
+
+    def put_back(self) -> None:
+        """Put the previews under their annotations again, which are the user's order.
+
+        Only the plugin's layers ever moved, so the user's layers keep their order.
+        """
+        layers = self._viewer.layers
+        for pair in self._forward:
+            if pair.annotations not in layers:
+                continue
+            for layer in self._previews_of(pair):
+                here, annotations = layers.index(layer), layers.index(pair.annotations)
+                if here > annotations:
+                    layers.move(here, annotations)  # just below the annotations
+        self._forward = []
 
     def show(self, preview: Preview, pair: Pair) -> None:
         """Show a preview: one layer per turn of the event loop, so napari never waits long."""
         if pair.image not in self._viewer.layers:
             return
-        _, outcome = self._refresh("preview", preview.classes, pair.image, preview.region)
+        labels = preview_labels(preview.classes)
+        _, outcome = self._refresh("preview", labels, pair.image, preview.region)
 
         def show_uncertainty() -> None:
             self._refresh("uncertainty", preview.uncertainty, pair.image, preview.region)
@@ -99,7 +134,7 @@ class LiveView:
             QTimer.singleShot(0, show_uncertainty)
             return
         show_uncertainty()  # the user removed the layers: add both, as Start does
-        self._annotations_on_top(pair)
+        self._on_top(pair)
 
     def _refresh(self, role: str, data: np.ndarray, image: Image, region) -> tuple[Layer, str]:
         kind, suffix, style = STYLES[role]
@@ -111,13 +146,25 @@ class LiveView:
             source=image.name, scale=scale, translate=translate, **style,
         )  # fmt: skip
 
-    def _annotations_on_top(self, pair: Pair) -> None:
-        # new layers land on top: put the annotations back above them, selected, so
-        # painting goes on undisturbed
-        annotations, layers = pair.annotations, self._viewer.layers
-        if annotations in layers:
-            layers.move(layers.index(annotations), len(layers))
-            layers.selection.active = annotations
+    def _previews_of(self, pair: Pair) -> list[Layer]:
+        source = pair.image.name
+        return [
+            layer
+            for role in STYLES
+            for layer in self._viewer.layers
+            if is_plugin_result(layer, role, source)
+        ]
+
+    def _on_top(self, pair: Pair) -> None:
+        """Show a pair's previews on top, coloured as its annotations; keep painting these."""
+        layers = self._viewer.layers
+        for layer in self._previews_of(pair):  # preview, then uncertainty over it
+            layers.move(layers.index(layer), len(layers))
+            layer.visible = True
+            if isinstance(layer, Labels):  # one colour per class, as the user paints it
+                layer.colormap = pair.annotations.colormap
+        if pair.annotations in layers:
+            layers.selection.active = pair.annotations  # new layers took the selection
 
     def remove(self, added: list[Layer]) -> None:
         """Remove layers `make_room` added (a Start that failed leaves nothing behind)."""

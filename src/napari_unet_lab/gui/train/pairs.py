@@ -8,6 +8,7 @@ from typing import Any
 from magicgui.widgets import ComboBox, Container, PushButton, Select
 from napari.layers import Image, Labels, Shapes
 
+from ..pickers import LayerPicker, annotation_match
 from .pair import Pair
 
 KINDS = [
@@ -30,12 +31,13 @@ class TrainingPairs(Container):
     def __init__(self, viewer: Any, tell: Callable[[str], None]):
         self._viewer, self._tell = viewer, tell
         self._pairs: list[Pair] = []
-        self.image = ComboBox(label="Image", choices=self._layers_of(Image), nullable=True)
-        self.annotations = ComboBox(
-            label="Annotations", choices=self._layers_of(Labels), nullable=True
-        )
+        self.image = LayerPicker(viewer, "Image", Image)
+        self.annotations = LayerPicker(
+            viewer, "Annotations", Labels,
+            prefer=lambda labels: annotation_match(self.image.value, labels), follows=self.image,
+        )  # fmt: skip
         self.kind = ComboBox(label="Annotations are", choices=KINDS, value="objects")
-        self.region = ComboBox(label="Only inside", choices=self._region_choices)
+        self.region = LayerPicker(viewer, "Only inside", Shapes, nothing="whole image")
         self.add_button = PushButton(text="Add pair")
         self.added = Select(label="Training pairs", choices=self._pair_choices)
         self.remove_button = PushButton(text="Remove selected pairs")
@@ -56,14 +58,6 @@ class TrainingPairs(Container):
         self.remove_button.changed.connect(self.remove_selected)
 
     # ---------------------------------------------------------------- choices
-    def _layers_of(self, kind):
-        return lambda _widget=None: [
-            (layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)
-        ]
-
-    def _region_choices(self, _widget=None):
-        return [("whole image", None), *self._layers_of(Shapes)()]
-
     def _pair_choices(self, _widget=None):
         return [(pair.name, index) for index, pair in enumerate(self._pairs)]
 
