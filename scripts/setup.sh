@@ -57,7 +57,11 @@ install_python_environment() {
         return
     fi
     echo "setup: installing napari-unet-lab and its dependencies into .venv"
-    "$python" -m pip install -c constraints.txt -e ".[pyqt5,test,bench]"
+    "$python" -m pip install -c constraints.txt -e ".[pyqt6,test,bench]"
+    # qtpy prefers PyQt5 when both are there: an environment set up before Qt6 drops it
+    if "$python" -m pip show PyQt5 >/dev/null 2>&1; then
+        "$python" -m pip uninstall -y PyQt5 PyQt5-Qt5 PyQt5-sip
+    fi
     echo "$wanted" >"$stamp"
 }
 
