@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         targets=targets,
         class_names=CLASS_NAMES,
         description=DESCRIPTION,
+        annotations=items,  # the object size, measured on the instance labels
         training={
             "stopped_by_time_limit": stopped_early,
             "loss": f"{settings.loss}; cross-entropy weighted by the border weight map (eq. 2 "

@@ -219,3 +219,47 @@ def test_each_model_adds_its_own_layers_and_a_painted_layer_stays_put(
         "kept your edited layer; new result in 'cells objects (alpha) [1]'"
     )
     assert errors == [] and image in viewer.layers
+
+
+def test_automatic_object_diameter_resizes_for_the_model_and_says_so(
+    qtbot, make_napari_viewer, errors
+):
+    """Nuclei twice the built-in model's size: estimated, shown, results on the image grid."""
+    from skimage.transform import rescale
+
+    from napari_unet_lab.core.predict.scale import typical_object_diameter
+
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.model.info.name == "nuclei" and widget.diameter_choice.value == "automatic"
+    assert widget.object_diameter == "auto" and widget.diameter.native.isHidden()
+    image, truth = load_sample("nuclei_1")
+    large = rescale(image[:160, :200].astype(np.float32), 2, order=1, preserve_range=True)
+    true_diameter = 2 * typical_object_diameter([truth[:160, :200]])
+    layer = viewer.add_image(large, name="large", scale=(0.5, 0.5), translate=(3, 4))
+    widget.image.value = layer
+    _run(qtbot, widget)
+
+    assert errors == []
+    objects = viewer.layers["large objects (nuclei)"]
+    size = objects.metadata["object_size"]
+    assert size["object_diameter"] == pytest.approx(true_diameter, rel=0.10)
+    assert size["scale"] < 0.6  # shrunk about 2x for the network
+    count = int(objects.data.max())
+    assert widget.status.value == (
+        f"Found {count} objects in large with nuclei. Objects about "
+        f"{size['object_diameter']:.0f} pixels across (estimated); the model was trained on 28, "
+        f"so the image was resized {size['scale']:.2f}× for the network and the results "
+        "brought back to its own size."
+    )
+    for result in viewer.layers[1:]:
+        assert result.data.shape == large.shape
+        np.testing.assert_array_equal(result.scale, layer.scale)
+        np.testing.assert_array_equal(result.translate, layer.translate)
+    # a number of pixels: the spin box appears and is what the widget asks for
+    widget.diameter_choice.value = "in pixels"
+    widget.diameter.value = 40.0
+    assert not widget.diameter.native.isHidden() and widget.object_diameter == 40.0
+    widget.diameter_choice.value = "as trained"
+    assert widget.object_diameter is None and widget.diameter.native.isHidden()

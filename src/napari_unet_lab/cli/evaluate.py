@@ -26,6 +26,7 @@ from .common import (
     selected_device,
     write_json,
 )
+from .predict import add_object_diameter_option, size_said
 from .segmenting import segment_file, segmenting_options
 
 
@@ -55,6 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "class masks, scored by pixel IoU and Dice per class (default: objects)",
     )
     parser.add_argument("--report", type=Path, help="write the scores to this JSON file")
+    add_object_diameter_option(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -72,14 +74,18 @@ def run(args: argparse.Namespace) -> int:
     for index, (image_path, labels_path) in enumerate(pairs, start=1):
         truth = read_labels(labels_path)
         label = f"[{index}/{len(pairs)}] {image_path.name}"
-        objects = segment_file(model, info, image_path, args, label).objects
+        result = segment_file(model, info, image_path, args, label)
+        objects = result.objects
+        if result.object_diameter is not None or result.size_note:
+            print(f"{image_path.name}:{size_said(result)}")
         if objects.shape != truth.shape:
             raise InputError(
                 f"{labels_path.name} has shape {truth.shape}, but {image_path.name} gives "
                 f"objects of shape {objects.shape}"
             )
         scores = segmentation_scores(objects, truth, AP_THRESHOLDS)
-        rows.append({"image": str(image_path), "labels": str(labels_path), **scores})
+        size = {"object_diameter": result.object_diameter, "scale": result.scale}
+        rows.append({"image": str(image_path), "labels": str(labels_path), **scores, **size})
     report = {
         "model": {"name": info.name, "source": args.model},
         "settings": {
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             "min_size": args.min_size,
             "split_touching": args.split_touching,
             "tile_size": args.tile_size,
+            "object_diameter": args.object_diameter,
         },
         "thresholds": list(AP_THRESHOLDS),
         "overall": overall_scores(rows),

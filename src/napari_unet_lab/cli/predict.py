@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="also write <name>_foreground.tif (object probability, float32)",
     )
+    add_object_diameter_option(parser)
     parser.set_defaults(run=run)
     return parser
+
+
+def object_diameter(text: str) -> str | float | None:
+    """Parse ``--object-diameter``: auto, trained (None: not resized) or pixels above 0."""
+    if text.strip().lower() in ("auto", "trained"):
+        return "auto" if text.strip().lower() == "auto" else None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(
+            f"must be auto, trained or a number of pixels above 0, got {text}"
+        )
+    return value
+
+
+def add_object_diameter_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--object-diameter`` (shared with ``evaluate``) to `parser`."""
+    parser.add_argument(
+        "--object-diameter",
+        type=object_diameter,
+        default="auto",
+        metavar="auto|trained|N",
+        help="typical object diameter in pixels: images are resized so their objects match the "
+        "model's training objects; auto: estimated from a first pass; trained: not resized "
+        "(default: auto)",
+    )
+
+
+def size_said(result) -> str:
+    """Return what a segmentation says about the object size, for a result line."""
+    if result.object_diameter is None:
+        return f" ({result.size_note})" if result.size_note else ""
+    return f" (objects about {result.object_diameter:.0f} px, resized {result.scale:.2f}×)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             result = segment_file(model, info, path, args, label)
             save_results(outputs[path], result, args.overwrite)
             count = len(np.unique(result.objects)) - bool((result.objects == 0).any())
-            print(f"{path.name}: {count} objects -> {outputs[path]['objects']}")
+            print(f"{path.name}: {count} objects{size_said(result)} -> {outputs[path]['objects']}")
     except BaseException:
         if created and not any(args.output.iterdir()):
             args.output.rmdir()  # a failed first image leaves no empty folder behind

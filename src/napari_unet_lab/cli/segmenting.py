@@ -86,6 +86,7 @@ def segment_file(model: UNet, info: ModelInfo, path: Path, args: argparse.Namesp
             threshold=args.threshold,
             min_size=args.min_size,
             split_touching=args.split_touching,
+            object_diameter=getattr(args, "object_diameter", None),
         )
         return run_with_progress(work, TextProgress(label, not args.quiet))
     except ValueError as error:  # the image does not fit the model

@@ -9,6 +9,7 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FloatSlider,
+    FloatSpinBox,
     ProgressBar,
     PushButton,
     SpinBox,
@@ -27,6 +28,9 @@ from .docks import scroll_in_dock, status_line
 from .layers import image_data, show_result, spatial_placement
 from .model_chooser import ModelChooser
 from .pickers import LayerPicker
+
+# What the "Object diameter" choices ask `iter_segment` for; "in pixels" takes the number.
+DIAMETER_CHOICES = {"automatic": "auto", "as trained": None, "in pixels": "pixels"}
 
 
 class PredictWidget(Container):
@@ -50,6 +54,12 @@ class PredictWidget(Container):
         )
         self.min_size = SpinBox(label="Smallest object (px)", value=15, min=0, max=1_000_000)
         self.split_touching = CheckBox(text="Split touching objects", value=True)
+        self.diameter_choice = ComboBox(
+            label="Object diameter", choices=list(DIAMETER_CHOICES), value="automatic"
+        )
+        self.diameter = FloatSpinBox(
+            label="Diameter (px)", value=30.0, min=0.5, max=10_000.0, step=1.0, visible=False
+        )
         self.show_advanced = CheckBox(text="Advanced settings", value=False)
         self.tile_size = SpinBox(label="Tile size (px)", value=0, min=0, max=8192, step=8)
         self.batch_size = SpinBox(label="Tiles per batch", value=0, min=0, max=256)
@@ -66,6 +76,8 @@ class PredictWidget(Container):
                 self.threshold,
                 self.min_size,
                 self.split_touching,
+                self.diameter_choice,
+                self.diameter,
                 self.show_advanced,
                 *self._advanced,
                 self.run_button,
@@ -86,6 +98,9 @@ class PredictWidget(Container):
             "or close other programs",
         )
         self.show_advanced.changed.connect(self._toggle_advanced)
+        self.diameter_choice.changed.connect(
+            lambda choice: setattr(self.diameter, "visible", choice == "in pixels")
+        )
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.image.tooltip = "The image to segment (2D, or a stack segmented slice by slice)."
@@ -98,7 +113,18 @@ class PredictWidget(Container):
             "Smaller tiles use less memory; the result is the same."
         )
         self.batch_size.tooltip = "0: automatic (4 on a GPU, 1 on the CPU)."
+        self.diameter_choice.tooltip = (
+            "Typical size of the objects in the image. The image is resized so they match the "
+            "objects the model was trained on, and the results brought back to its size. "
+            "Automatic: measured from a first segmentation; as trained: not resized."
+        )
         scroll_in_dock(self)
+
+    @property
+    def object_diameter(self) -> str | float | None:
+        """The object diameter to segment with: "auto", None (as trained) or pixels."""
+        chosen = DIAMETER_CHOICES[self.diameter_choice.value]
+        return self.diameter.value if chosen == "pixels" else chosen
 
     def _toggle_advanced(self, shown: bool) -> None:
         for widget in self._advanced:
@@ -133,6 +159,7 @@ class PredictWidget(Container):
             threshold=self.threshold.value,
             min_size=self.min_size.value,
             split_touching=self.split_touching.value,
+            object_diameter=self.object_diameter,
             on_result=lambda result: self._show_segmentation(
                 result, layer, channel_axis, info.name
             ),
@@ -188,11 +215,16 @@ class PredictWidget(Container):
                 **placement,
                 **style,
             )
+            new_layer.metadata["object_size"] = {
+                "object_diameter": result.object_diameter,  # px; None: as trained or none found
+                "scale": result.scale,
+                "note": result.size_note,
+            }
             if outcome == "kept edited":
                 outcomes.append(f"kept your edited layer; new result in {new_layer.name!r}")
         count = int(result.objects.max())  # objects are numbered 1..N
         found = f"Found {count} objects in {layer.name} with {model_name}."
-        self.status.value = " ".join([found, *outcomes])
+        self.status.value = " ".join([found, *filter(None, [result.size_note]), *outcomes])
         show_info(self.status.value)
         # an image unlike the training images gives fragments, not an error: say so
         info = self.model.info

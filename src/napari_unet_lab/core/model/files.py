@@ -62,6 +62,11 @@ class ModelInfo:
         One or two sentences on what the model segments.
     training, provenance, metrics : dict
         Training settings, data the model was trained on, and measured quality.
+    object_diameter : float or None
+        Typical object diameter of the training annotations, in pixels (median
+        equivalent diameter); None if unknown, and images are then not resized.
+    pixel_size : float or None
+        Pixel size of the training images (their layer scale), when known.
     """
 
     config: UNetConfig
@@ -72,6 +77,8 @@ class ModelInfo:
     training: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    object_diameter: float | None = None
+    pixel_size: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.class_names) != self.config.n_classes:
@@ -202,6 +209,7 @@ def save_model(
         "training": info.training,
         "provenance": info.provenance,
         "metrics": info.metrics,
+        "object_size": {"diameter": info.object_diameter, "pixel_size": info.pixel_size},
     }
     try:
         text = json.dumps(description, indent=2, sort_keys=False) + "\n"
@@ -351,6 +359,8 @@ def _model_info(json_path: Path, description: dict[str, Any]) -> ModelInfo:
             training=dict(description.get("training") or {}),
             provenance=dict(description.get("provenance") or {}),
             metrics=dict(description.get("metrics") or {}),
+            object_diameter=(description.get("object_size") or {}).get("diameter"),
+            pixel_size=(description.get("object_size") or {}).get("pixel_size"),
         )
     except ValueError as error:  # anything the schema let through that the model refuses
         if isinstance(error, ModelFileError):

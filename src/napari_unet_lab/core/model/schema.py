@@ -76,6 +76,7 @@ def description_problem(description: Any) -> str | None:
         _weights_problem,
         _texts_problem,
         _records_problem,
+        _object_size_problem,
     ):
         problem = check(description)
         if problem is not None:
@@ -263,6 +264,20 @@ def _records_problem(description: dict[str, Any]) -> str | None:
                     f"{where}.{key} must be a whole number from 1 to {LARGEST_PATCH}, "
                     f"not {_shown(value)}"
                 )
+    return None
+
+
+def _object_size_problem(description: dict[str, Any]) -> str | None:
+    # Files before object sizes were recorded have none: the model then predicts as trained.
+    size = description.get("object_size")
+    if size is None:
+        return None
+    if not isinstance(size, dict):
+        return f"object_size must be an object, not {_shown(size)}"
+    for key, highest in (("diameter", LARGEST_PATCH), ("pixel_size", FLOAT32_MAX)):
+        value = size.get(key)
+        if value is not None and not (_is_number(value) and 0 < value <= highest):
+            return f"object_size.{key} must be a positive number or null, not {_shown(value)}"
     return None
 
 

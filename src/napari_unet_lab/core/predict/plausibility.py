@@ -105,7 +105,9 @@ def measure_plausibility(
 
 def training_diameter(info: ModelInfo) -> float | None:
     """Return the median object diameter of a model's training images, if it records one."""
-    recorded = info.provenance.get(TRAINING_DIAMETER_KEY)
+    if info.object_diameter:
+        return float(info.object_diameter)
+    recorded = info.provenance.get(TRAINING_DIAMETER_KEY)  # before models recorded object_size
     if isinstance(recorded, int | float) and recorded > 0:
         return float(recorded)
     return None
@@ -168,7 +170,8 @@ def unlike_training_warning(
                 f"(under {tiny:.0f} pixels)"
             )
         if training_diameter and seen.median_diameter > 0:
-            ratio = seen.median_diameter / training_diameter
+            # objects as the network saw them: the image may have been resized to its size
+            ratio = seen.median_diameter * (segmentation.scale or 1.0) / training_diameter
             if not 1 / limits.diameter_ratio <= ratio <= limits.diameter_ratio:
                 signs.append(
                     f"the objects are about {seen.median_diameter:.0f} pixels across, the "

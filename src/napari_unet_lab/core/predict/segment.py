@@ -1,4 +1,4 @@
-"""Segment an image with a trained model: checks, tiled prediction, label images."""
+"""Segment an image with a trained model: checks, object size, tiled prediction, label images."""
 
 from __future__ import annotations
 
@@ -7,13 +7,31 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
+from ..device import available_memory
 from ..images import check_image, intensity_range_for
 from ..model.files import ModelInfo
 from ..model.unet import UNet
 from ..progress import Progress, run_to_end
 from .objects import DEFAULT_OBJECTS, OBJECT_THRESHOLD, class_labels, object_labels
+from .scale import (
+    BYTES_PER_PIXEL_AND_CHANNEL,
+    BYTES_PER_PIXEL_AND_CLASS,
+    ObjectDiameter,
+    check_object_diameter,
+    object_diameters,
+    resized_back,
+    resized_image,
+    scale_factor,
+    spatial_axes,
+)
 from .tiling import TileSize, iter_predict_tiled
+
+# "auto" accepts the objects of a pass when their diameter, as the network saw them,
+# is within this factor of the training diameter; otherwise it resizes and predicts again.
+CLOSE_ENOUGH = 1.15
+AUTO_PASSES = 3  # a first pass at 1x and at most two refinements
 
 
 @dataclass
@@ -30,12 +48,23 @@ class Segmentation:
         Probability of belonging to any object class (1 − background).
     objects : ndarray of uint32, shape (..., Y, X)
         Separated objects, one label each.
+    object_diameter : float or None
+        Typical object diameter of the image, in pixels: the one given, or with
+        ``"auto"`` the median of the objects returned; None when not asked for
+        or not found.
+    scale : float
+        How much the image was resized for the network (1: not at all).
+    size_note : str
+        One plain sentence on the object size used, for the user; "" if none.
     """
 
     probabilities: np.ndarray
     classes: np.ndarray
     foreground: np.ndarray
     objects: np.ndarray
+    object_diameter: float | None = None
+    scale: float = 1.0
+    size_note: str = ""
 
 
 def iter_segment(
@@ -50,6 +79,7 @@ def iter_segment(
     threshold: float = OBJECT_THRESHOLD,
     min_size: int = DEFAULT_OBJECTS.min_size,
     split_touching: bool = DEFAULT_OBJECTS.split_touching,
+    object_diameter: ObjectDiameter = None,
 ) -> Generator[Progress, None, Segmentation]:
     """Segment an image, yielding progress; the generator's return value is the result.
 
@@ -66,27 +96,136 @@ def iter_segment(
         device and memory (`auto_tile_size`), None predicts in one pass.
     threshold, min_size, split_touching
         Passed to `object_labels`.
+    object_diameter : None, "auto" or float
+        Typical diameter of the image's objects, in pixels; the image is resized
+        so they match the model's training objects (``info.object_diameter``),
+        and every result is brought back onto the image's pixel grid, where the
+        objects are found. None: as it is. ``"auto"``: estimated from a first
+        pass at 1×, refined by predicting again while the objects found are
+        more than `CLOSE_ENOUGH` times off; without objects, as it is, and
+        `Segmentation.size_note` says so. A model that records no diameter
+        predicts every image as it is (said only when a number was given).
+
+    Raises
+    ------
+    ValueError
+        For an image the model cannot take, or an object diameter that is not a
+        positive number or would resize the image beyond what the network or
+        the memory takes.
     """
     channel_axis = check_image(image, model.config.in_channels, rgb)
     if model.config != info.config:
         raise ValueError("the model does not match its description")
+    check_object_diameter(object_diameter)
     intensity_range = intensity_range_for(image, info.normalization)
-    probabilities = yield from iter_predict_tiled(
-        model,
-        image,
-        tile_size=tile_size,
-        batch_size=batch_size,
-        device=device,
-        channel_axis=channel_axis,
-        intensity_range=intensity_range,
-    )
-    total = 1
-    yield Progress(0, total, "separating objects")
+    trained = info.object_diameter
+    objects_at = dict(threshold=threshold, min_size=min_size, split_touching=split_touching)
+
+    def factor_for(diameter: float) -> float:
+        y, x = spatial_axes(image.ndim, channel_axis)
+        planes = image.size // (image.shape[y] * image.shape[x])
+        per_pixel = BYTES_PER_PIXEL_AND_CLASS * model.config.n_classes
+        per_pixel += BYTES_PER_PIXEL_AND_CHANNEL * model.config.in_channels
+        return scale_factor(
+            diameter,
+            trained,
+            (image.shape[y], image.shape[x]),
+            smallest_input=model.min_input_size,
+            pixel_bytes=planes * per_pixel,
+            available_bytes=available_memory(torch.device("cpu")),
+        )
+
+    def segmented_at(factor: float, label: str) -> Generator[Progress, None, Segmentation]:
+        resized = image if factor == 1 else resized_image(image, factor, channel_axis)
+        work = iter_predict_tiled(
+            model,
+            resized,
+            tile_size=tile_size,
+            batch_size=batch_size,
+            device=device,
+            channel_axis=channel_axis,
+            intensity_range=intensity_range,
+        )
+        probabilities = yield from _labelled(work, label)
+        y, x = spatial_axes(image.ndim, channel_axis)
+        probabilities = resized_back(probabilities, (image.shape[y], image.shape[x]))
+        yield Progress(0, 1, "separating objects")
+        result = _segmentation(probabilities, **objects_at)
+        yield Progress(1, 1, "done")
+        return result
+
+    if object_diameter is None or trained is None:
+        result = yield from segmented_at(1.0, "")
+        if object_diameter not in (None, "auto"):  # auto is the default: no note every time
+            result.size_note = (
+                f"The model {info.name!r} does not record the size of its training objects, "
+                "so the image was segmented at its own size."
+            )
+        return result
+    if object_diameter != "auto":
+        factor = factor_for(float(object_diameter))
+        result = yield from segmented_at(factor, "" if factor == 1 else f"resized {factor:.2f}×")
+        result.object_diameter, result.scale = float(object_diameter), factor
+        result.size_note = _size_note(result, trained, "given")
+        return result
+    factor, result = 1.0, None
+    for attempt in range(1, AUTO_PASSES + 1):
+        label = "estimating the object size" if attempt == 1 else f"resized {factor:.2f}×"
+        latest = yield from segmented_at(factor, label)
+        found = object_diameters(latest.objects)
+        if found.size == 0:  # keep the pass that found objects, if any did
+            result = result or latest
+            break
+        result = latest
+        estimate = float(np.median(found))
+        result.object_diameter, result.scale = estimate, factor
+        if 1 / CLOSE_ENOUGH <= estimate * factor / trained <= CLOSE_ENOUGH:
+            break  # the network saw objects of about its training size
+        try:
+            factor = factor_for(estimate)
+        except ValueError:  # an estimate beyond what can be resized: keep this pass
+            break
+    if result.object_diameter is None:
+        result.size_note = (
+            "No objects were found to estimate the object size from, so the image was "
+            "segmented at its own size, as the model was trained."
+        )
+    else:
+        result.size_note = _size_note(result, trained, "estimated")
+    return result
+
+
+def _segmentation(
+    probabilities: np.ndarray, *, threshold: float, min_size: int, split_touching: bool
+) -> Segmentation:
     foreground = 1.0 - probabilities[..., 0, :, :]
     classes = class_labels(probabilities)
     objects = object_labels(foreground, threshold, min_size, split_touching)
-    yield Progress(total, total, "done")
     return Segmentation(probabilities, classes, foreground.astype(np.float32), objects)
+
+
+def _labelled(
+    work: Generator[Progress, None, np.ndarray], label: str
+) -> Generator[Progress, None, np.ndarray]:
+    """Pass on the progress of `work`, its messages prefixed by `label`."""
+    while True:
+        try:
+            progress = next(work)
+        except StopIteration as stop:
+            return stop.value
+        if label:
+            progress = Progress(progress.done, progress.total, f"{label}: {progress.message}")
+        yield progress
+
+
+def _size_note(result: Segmentation, trained: float, how: str) -> str:
+    diameter = f"Objects about {result.object_diameter:.0f} pixels across ({how})"
+    if result.scale == 1:
+        return f"{diameter}; the model was trained on {trained:.0f}, so the image was not resized."
+    return (
+        f"{diameter}; the model was trained on {trained:.0f}, so the image was resized "
+        f"{result.scale:.2f}× for the network and the results brought back to its own size."
+    )
 
 
 def segment(model: UNet, info: ModelInfo, image: Any, **settings: Any) -> Segmentation:

@@ -11,6 +11,8 @@ import torch
 
 from ..config import TargetConfig
 from ..model.files import ModelInfo
+from ..predict.scale import typical_object_diameter
+from .pipeline import AnnotatedImage
 from .run import TrainingRun
 
 
@@ -48,6 +50,8 @@ def trained_model_info(
     training: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
+    annotations: Sequence[AnnotatedImage] | None = None,
+    pixel_size: float | None = None,
 ) -> ModelInfo:
     """Describe the network a run trained, for its model file.
 
@@ -74,6 +78,11 @@ def trained_model_info(
     training, provenance, metrics : mapping, optional
         Further entries for the caller to record (the command, a data set's
         licence, scores measured after training).
+    annotations : sequence of AnnotatedImage, optional
+        The training annotations, to measure the typical object diameter on
+        (`training_object_diameter`); default the run's targets.
+    pixel_size : float, optional
+        Pixel size of the training images (their layer scale), when known.
 
     Returns
     -------
@@ -81,7 +90,8 @@ def trained_model_info(
         ``training`` holds every training setting, w0 and sigma, the
         class-weight rule and weights, the seed and steps done;
         ``provenance`` the images used and the starting model; ``metrics``
-        every validation.
+        every validation; ``object_diameter`` the typical object size of the
+        annotations (the base model's if they hold no objects).
     """
     targets = targets or TargetConfig()
     model = run.model
@@ -133,4 +143,27 @@ def trained_model_info(
         training=record,
         provenance=origin,
         metrics=measured,
+        object_diameter=training_object_diameter(run, annotations)
+        or (None if base is None else base.object_diameter),
+        pixel_size=None if pixel_size is None else float(pixel_size),
     )
+
+
+def training_object_diameter(
+    run: TrainingRun, annotations: Sequence[AnnotatedImage] | None = None
+) -> float | None:
+    """Return the median equivalent diameter of the training objects, in pixels, rounded.
+
+    Instance annotations are measured object by object; scribbles, and the
+    run's targets when no annotations are given, by connected regions of each
+    object class (touching objects of instance targets are apart there, by the
+    gap the network learns to leave). None without objects.
+    """
+    if annotations is None:
+        diameter = typical_object_diameter(run.targets, kind="classes")
+    else:
+        diameter = typical_object_diameter(
+            [a.annotation if a.kind == "objects" else a.classes()[0] for a in annotations],
+            kind=["objects" if a.kind == "objects" else "classes" for a in annotations],
+        )
+    return None if diameter is None else round(diameter, 2)

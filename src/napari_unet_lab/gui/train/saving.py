@@ -41,5 +41,14 @@ class SaveModel(Container):
             targets=start.targets,
             base=start.base,
             started_from=start.origin,
+            # the object size is measured on the annotations as they are now, painting included
+            annotations=[pair.annotated_image() for pair in start.pairs],
+            pixel_size=_pixel_size(start.pairs[0].image) if start.pairs else None,
         )
         return save_model(path, run.model, info)
+
+
+def _pixel_size(layer) -> float | None:
+    """Return a layer's pixel size if it was set (napari's default scale of 1 means unknown)."""
+    size = float(layer.scale[-1])
+    return size if size != 1.0 else None
