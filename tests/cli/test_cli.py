@@ -144,12 +144,12 @@ def test_train_options_reach_the_training_settings(crops, tiny_model, tmp_path) 
     status = main(
         ["train", str(crops), str(crops), "-o", str(output), "--from", str(tiny_model),
          "--steps", "2", "--batch-size", "1", "--patch-size", "44", "--loss", "dice",
-         "--freeze-encoder", "--patience", "3", "-q", "--device", "cpu"]
+         "--freeze-encoder", "--patience", "4", "-q", "--device", "cpu"]
     )  # fmt: skip
     assert status == cli.EXIT_OK
     model, info = load_model(output.with_suffix(".json"))
     settings = info.training["settings"]
-    assert (settings["loss"], settings["freeze_encoder"], settings["patience"]) == ("dice", True, 3)
+    assert (settings["loss"], settings["freeze_encoder"], settings["patience"]) == ("dice", True, 4)
     base, _ = load_model(tiny_model)
     for key, value in base.state_dict().items():  # the frozen encoder came through unchanged
         if key.startswith(("encoders.", "bottleneck.")):

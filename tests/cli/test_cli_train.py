@@ -128,3 +128,45 @@ def test_labels_without_objects_are_refused_in_plain_words(tmp_path, capsys) -> 
                    "-o", str(tmp_path / "model"), *FAST])  # fmt: skip
     assert status == cli.EXIT_BAD_INPUT
     assert "the annotations hold only background, no object" in capsys.readouterr().err
+
+
+FAST_WITHOUT_STEPS = FAST[2:]  # FAST without "--steps 2"
+
+
+def test_train_defaults_to_three_minutes(crops, tmp_path, monkeypatch) -> None:
+    """No --steps, no --minutes: a 3-minute budget (each step here pretends to take a minute)."""
+    from napari_unet_lab.core.train.run import TrainingRun
+
+    step = TrainingRun.train_step
+
+    def a_minute_long(self):
+        loss = step(self)
+        self.timing.spent += 60.0
+        return loss
+
+    monkeypatch.setattr(TrainingRun, "train_step", a_minute_long)
+    arguments = ["train", str(crops), str(crops), "-o", str(tmp_path / "m"), *FAST_WITHOUT_STEPS]
+    assert main(arguments) == cli.EXIT_OK
+    _, info = load_model(tmp_path / "m.json")
+    assert info.training["settings"]["minutes"] == 3.0
+    assert info.training["settings"]["patience"] == 3
+    assert info.training["steps_done"] == 3
+
+
+def test_train_for_minutes_or_steps(crops, tmp_path, capsys) -> None:
+    assert train(crops, tmp_path / "by_steps") == cli.EXIT_OK  # FAST says --steps 2
+    _, info = load_model(tmp_path / "by_steps.json")
+    assert info.training["settings"]["minutes"] is None and info.training["steps_done"] == 2
+
+    arguments = ["train", str(crops), str(crops), "-o", str(tmp_path / "by_time"),
+                 *FAST_WITHOUT_STEPS, "--minutes", "0.01"]  # fmt: skip
+    assert main(arguments) == cli.EXIT_OK
+    _, info = load_model(tmp_path / "by_time.json")
+    assert info.training["settings"]["minutes"] == 0.01
+    assert info.training["steps_done"] >= 1 and info.training["training_seconds"] >= 0.5
+
+    assert train(crops, tmp_path / "both", "--minutes", "1") == cli.EXIT_USAGE
+    error = capsys.readouterr().err
+    assert "argument --minutes: not allowed with argument --steps" in error
+    assert main(["train", str(crops), str(crops), "-o", str(tmp_path / "m"), "--minutes", "0"])
+    assert "argument --minutes: must be a number above 0, got 0" in capsys.readouterr().err

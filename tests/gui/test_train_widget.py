@@ -13,6 +13,7 @@ from qtpy.QtCore import QTimer
 from tests import synthetic
 
 from napari_unet_lab.core.model.files import load_model
+from napari_unet_lab.core.train import TrainingProgress
 from napari_unet_lab.gui.train.start_from import CONTINUE
 from napari_unet_lab.gui.train_widget import TrainWidget
 
@@ -291,3 +292,53 @@ def test_shows_weight_map_and_augmented_patches(qtbot, viewer_and_widget, errors
     classes = viewer.layers["augmented classes (0 = ignored)"]
     assert patches.data.shape == (2, 60, 60) and classes.data.shape[1:] == (20, 20)
     assert errors == []
+
+
+def test_trains_for_three_minutes_by_default_and_says_why(make_napari_viewer):
+    widget = TrainWidget(make_napari_viewer())
+    options = widget.settings
+    assert (options.train_for.value, options.minutes.value) == ("minutes", 3.0)
+    assert not options.minutes.native.isHidden() and options.steps.native.isHidden()
+    assert options.budget.value == (
+        "Stops after 3 minutes, or sooner when validation stops improving; steps take "
+        "different times on every machine."
+    )
+    settings = options.training_settings(fine_tuning=False, base=None)
+    assert (settings.minutes, settings.patience) == (3.0, 3)
+
+    options.steps.value = 250  # setting a step count trains for it
+    assert options.train_for.value == "steps" and not options.steps.native.isHidden()
+    assert options.budget.value == (
+        "Stops after 250 steps; steps take different times on every machine."
+    )
+    settings = options.training_settings(fine_tuning=False, base=None)
+    assert (settings.steps, settings.minutes) == (250, None)
+
+    options.patience.value = 0
+    options.minutes.value = 1.5  # and minutes again
+    assert options.train_for.value == "minutes" and options.steps.native.isHidden()
+    assert options.budget.value == (
+        "Stops after 1.5 minutes; steps take different times on every machine."
+    )
+    assert options.training_settings(fine_tuning=False, base=None).minutes == 1.5
+
+
+def test_a_time_budget_ends_the_run_in_its_worker(qtbot, viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    widget.pairs.validation.value = None
+    widget.settings.minutes.value = 0.05  # 3 s
+    progress = []
+    widget.start()
+    widget.controls.task.worker.yielded.connect(
+        lambda record: progress.append(record) if isinstance(record, TrainingProgress) else None
+    )
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert errors == []
+    run = widget.run
+    assert run.settings.minutes == 0.05 and run.step == len(progress) >= 1
+    # it stopped at the step that found the 3 s spent, not before, and not a step later
+    assert run.timing.spent >= 3.0 and all(p.budget_fraction < 1 for p in progress[:-1])
+    assert progress[-1].fraction == 1.0 and progress[-1].eta_seconds == 0.0
+    assert widget.controls.progress_bar.value == 1000 or not widget.controls.progress_bar.visible
+    assert widget.live.plot.total_steps == max(progress[-1].total_steps, run.step)
+    assert f"Trained {run.step} steps" in widget.controls.status.value

@@ -26,6 +26,7 @@ from ..core.train import (
     prepare_training,
     trained_model_info,
 )
+from ..core.train.settings import DEFAULT_MINUTES, DEFAULT_PATIENCE
 from .common import (
     EXIT_OK,
     PROG,
@@ -112,7 +113,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--steps", type=integer_at_least(1), default=1500, help="optimiser steps (default: 1500)")
+    how_long = parser.add_mutually_exclusive_group()
+    how_long.add_argument(
+        "--minutes",
+        type=positive_number,
+        help="train for this much wall time, or less when validation stops improving (see "
+        f"--patience); steps take different times on every machine (default: {DEFAULT_MINUTES:g})",
+    )
+    how_long.add_argument(
+        "--steps", type=integer_at_least(1), help="train for this many optimiser steps instead"
+    )
     add("--batch-size", type=integer_at_least(1), default=4, help="patches per step (default: 4)")
     add(
         "--patch-size",
@@ -144,9 +154,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     add(
         "--patience",
         type=integer_at_least(0),
-        default=0,
+        default=DEFAULT_PATIENCE,
         help="stop after this many validations without gain, keeping the best weights; "
-        "0: never (default: 0)",
+        f"0: never (default: {DEFAULT_PATIENCE})",
     )
     add(
         "--loss",
@@ -309,9 +319,11 @@ def _new_model(args: argparse.Namespace, data: TrainingData) -> UNet:
 
 
 def _settings(args: argparse.Namespace, normalization: dict[str, Any]) -> TrainingSettings:
+    minutes = None if args.steps is not None else (args.minutes or DEFAULT_MINUTES)
     try:
         return TrainingSettings(
-            steps=args.steps,
+            steps=args.steps or TrainingSettings().steps,  # unused with minutes
+            minutes=minutes,
             batch_size=args.batch_size,
             patch_size=args.patch_size,
             learning_rate=args.learning_rate,
@@ -415,6 +427,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         training={"command": f"{PROG} train"},
         metrics=metrics,
+        annotations=annotated_images(data, args.annotations),  # object size, as annotated
     )
     saved = save_model(json_path, training_run.model, info, overwrite=args.overwrite)
     _print_and_report(args, saved, result, wall_seconds, settings, data, validation)

@@ -147,6 +147,8 @@ class TrainWidget(Container):
             self.run, self.started, self._pending, self._room = record, self._pending, None, []
             self.live.plot.clear(record.settings.steps)
         elif isinstance(record, TrainingProgress):
+            if record.budget_fraction is not None:  # the x axis spans the steps expected
+                self.live.plot.total_steps = max(record.total_steps, record.step, 1)
             self.live.plot.add(record.step, record.loss, record.validation_iou)
             self.controls.tell(progress_text(record))
             asked = self.live.request(self.started.pairs)

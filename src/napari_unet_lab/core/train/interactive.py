@@ -56,7 +56,8 @@ def train_interactively(
         `NewAnnotation` and `PreviewRequest` messages, put from any thread.
         Messages (or lists of them) passed with ``generator.send()`` count too.
     preview_every : int
-        Steps between previews; there is one after step 1 too.
+        Steps between previews; there is one after step 1 too. Their time counts
+        against the run's time budget, if it has one.
     targets : TargetConfig, optional
         Border weights and the class-weight rule, as given to `prepare_training`,
         applied to new annotations.
@@ -110,12 +111,14 @@ def train_interactively(
             pending.extend(_messages((yield progress)))
             if request is None or (progress.step != 1 and progress.step % preview_every):
                 continue
+            started = run.timing.clock()
             try:
                 preview = run.preview_training_image(request.index, request.region)
             except ValueError as error:
                 request = None  # asked for something that is not there: wait for a new request
                 pending.extend(_messages((yield f"No preview: {error}")))
                 continue
+            run.timing.add_other(run.timing.clock() - started)  # previews use the budget too
             pending.extend(_messages((yield preview)))
     finally:
         steps.close()

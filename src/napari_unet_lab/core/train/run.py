@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -24,7 +24,7 @@ from ..model.unet import UNet
 from ..predict.tile_plan import mirror_indices
 from .augment import augment_batch
 from .losses import training_loss
-from .records import TrainingProgress, TrainingResult
+from .records import TrainingClock, TrainingProgress, TrainingResult
 from .settings import TrainingSettings
 from .targets import TrainingTarget
 from .validation import Preview, ValidationScores, class_map, region_preview, validation_scores
@@ -60,6 +60,8 @@ class TrainingRun:
     validation : sequence of (image, target) pairs, optional
         Held-out raw images and their annotations (TrainingTarget, class
         arrays or boolean object masks), for `validation_scores`.
+    clock : callable, optional
+        Returns seconds; what the time budget and the time left are measured with.
 
     Attributes
     ----------
@@ -67,6 +69,8 @@ class TrainingRun:
         What patches are cut from: normalised (C, Y, X) images, classes, weights.
     class_weights : ndarray or None
         Class weights all images share, as `pipeline.prepare_training` set them.
+    timing : TrainingClock
+        Time spent (against ``settings.minutes``, if set) and the estimate of the time left.
 
     Notes
     -----
@@ -88,6 +92,7 @@ class TrainingRun:
         settings: TrainingSettings | None = None,
         rng: int | np.random.Generator | None = None,
         validation: Sequence[tuple[np.ndarray, TrainingTarget | np.ndarray]] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ):
         if weights is None:
             if not all(isinstance(t, TrainingTarget) for t in targets):
@@ -147,6 +152,8 @@ class TrainingRun:
         self.step = 0
         self.losses: list[float] = []
         self.seconds = 0.0
+        self.last_learning_rate = settings.learning_rate  # of the latest step
+        self.timing = TrainingClock(settings.budget_seconds, clock)
         self.history: list[tuple[int, ValidationScores]] = []
         self.best_step: int | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
@@ -251,12 +258,18 @@ class TrainingRun:
             self.weights[index][rows, cols],
         )
 
-    def learning_rate(self, step: int) -> float:
-        """Return the learning rate for step `step` (counted from 0)."""
+    def learning_rate(self, step: int | None = None) -> float:
+        """Return the learning rate for step `step` (counted from 0; default the next one).
+
+        With a time budget, the cosine follows the share of the budget spent instead.
+        """
         base = self.settings.learning_rate
         if not self.settings.cosine_decay:
             return base
-        return base * 0.5 * (1.0 + math.cos(math.pi * step / self.settings.steps))
+        spent = self.timing.budget_fraction
+        if spent is None:
+            spent = (self.step if step is None else step) / self.settings.steps
+        return base * 0.5 * (1.0 + math.cos(math.pi * spent))
 
     # ------------------------------------------------------------ training
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -284,7 +297,7 @@ class TrainingRun:
     def train_step(self) -> float:
         """Train on one batch of random patches; return its loss."""
         images, classes, weights = self.batch()
-        learning_rate = self.learning_rate(self.step)
+        learning_rate = self.last_learning_rate = self.learning_rate(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
         self.model.train()
@@ -324,32 +337,39 @@ class TrainingRun:
         if patience and since >= patience:
             self.stopped_early = True
 
+    def _finished(self) -> bool:
+        if self.settings.minutes is not None:
+            return self.timing.out_of_time
+        return self.step >= self.settings.steps
+
     def run(self) -> Generator[TrainingProgress, None, TrainingResult]:
-        """Train the remaining steps, yielding progress after each.
+        """Train the remaining steps (or time budget), yielding progress after each step.
 
         Closing the generator stops between steps; the run can go on later.
         With validation images, the best validated weights are kept at the end.
+        The budget counts the time of steps, validation and what the caller adds to
+        ``timing`` (previews), none while paused; the step that spends it is the last.
         """
-        every = self.settings.validate_every
-        while self.step < self.settings.steps and not self.stopped_early:
-            started = time.perf_counter()
-            learning_rate = self.learning_rate(self.step)
+        every, timing, budget = self.settings.validate_every, self.timing, self.settings.minutes
+        last = self._finished()
+        while not last and not self.stopped_early:
+            started = timing.clock()
             loss = self.train_step()
-            self.seconds += time.perf_counter() - started
-            measured = None
-            if self.step == self.settings.steps or (every and self.step % every == 0):
+            took = timing.clock() - started
+            self.seconds += took
+            timing.add_step(took)
+            measured, last = None, self._finished()
+            if last or (every and self.step % every == 0):
+                started = timing.clock()
                 measured = self.validate()
                 if measured is not None:
                     self._remember(measured)
+                timing.add_other(timing.clock() - started)
+            total = self.settings.steps if budget is None else timing.expected_steps(self.step)
             yield TrainingProgress(
-                self.step,
-                self.settings.steps,
-                loss,
-                learning_rate,
-                self.seconds,
-                measured,
-                self.stopped_early,
-            )
+                self.step, total, loss, self.last_learning_rate, self.seconds, measured,
+                self.stopped_early, timing.seconds_left(total - self.step), timing.budget_fraction,
+            )  # fmt: skip
         return self.result()
 
     def result(self) -> TrainingResult:
@@ -415,6 +435,7 @@ class TrainingRun:
             "step": self.step,
             "losses": list(self.losses),
             "seconds": self.seconds,
+            "spent": self.timing.spent,
             "history": [(step, asdict(scores)) for step, scores in self.history],
             "best_step": self.best_step,
             "best_weights": self.best_weights,
@@ -434,6 +455,7 @@ class TrainingRun:
         self.step = int(state["step"])
         self.losses = [float(loss) for loss in state["losses"]]
         self.seconds = float(state["seconds"])
+        self.timing.spent = float(state.get("spent", self.seconds))
         self.history = [
             (int(step), ValidationScores(s["iou"], s["dice"], tuple(s["class_iou"])))
             for step, s in state["history"]
@@ -454,26 +476,10 @@ def train(
 ) -> Generator[TrainingProgress, None, TrainingResult]:
     """Train `model` in place, yielding a `TrainingProgress` after every step.
 
-    Parameters
-    ----------
-    model : UNet
-        The network; trained on the device it is on.
-    images : sequence of (Y, X) or (C, Y, X) arrays
-        Raw training images, normalised as ``settings.normalization`` says.
-    targets : sequence of TrainingTarget or (Y, X) int arrays
-        Classes per pixel, negative where not annotated, e.g. from
-        `targets.training_target`.
-    weights : sequence of (Y, X) float arrays, optional
-        Loss weight of each pixel, e.g. from `border_weight_map`; default the
-        targets' own.
-    settings : TrainingSettings, optional
-        Steps, batch and patch size, learning rate, loss, augmentation.
-    rng : int or numpy.random.Generator, optional
-        Seed or generator for patch positions and augmentation; with the same
-        seed and initial weights, two runs on the CPU give the same losses.
-    validation : sequence of (image, target) pairs, optional
-        Measured with `validation_scores` every ``settings.validate_every``
-        steps and after the last.
+    The parameters are those of `TrainingRun`: ``settings`` says how long (steps or
+    minutes), ``validation`` pairs are measured every ``settings.validate_every`` steps
+    and after the last. With the same seed (``rng``) and initial weights, two runs of a
+    step count on the CPU give the same losses.
 
     Yields
     ------

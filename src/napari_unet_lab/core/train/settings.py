@@ -9,12 +9,20 @@ from ..config import AugmentationConfig
 from ..images import DEFAULT_NORMALIZATION
 from .losses import LOSSES, LossName
 
+# what the Train widget and ``napari-unet-lab train`` offer: a wall time means the same on
+# every machine, a step count does not (4 s a step on a 2-core laptop, 0.05 s on a GPU)
+DEFAULT_MINUTES = 3.0
+DEFAULT_PATIENCE = 3  # and validations without gain before stopping sooner
+
 
 @dataclass(frozen=True)
 class TrainingSettings:
     """How a network is trained."""
 
-    steps: int = 1500  # optimiser steps, one batch of patches each
+    steps: int = 1500  # optimiser steps, one batch of patches each; unused with `minutes`
+    # time budget: train until this much wall time is spent (steps take different times on
+    # every machine), or sooner when validation stops improving; None: train for `steps`
+    minutes: float | None = None
     batch_size: int = 4  # patches per step
     patch_size: int = 252  # input patch edge, rounded up to a size the network accepts
     learning_rate: float = 1e-3  # Adam step size at the start
@@ -36,6 +44,10 @@ class TrainingSettings:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be at least 1")
+        if self.minutes is not None and not 0 < self.minutes < float("inf"):
+            raise ValueError(
+                f"minutes must be above 0 (or None for a step count), got {self.minutes}"
+            )
         if not 0 <= self.object_patch_share <= 1:
             raise ValueError("object_patch_share must be between 0 and 1")
         if self.loss not in LOSSES:
@@ -44,6 +56,11 @@ class TrainingSettings:
             raise ValueError("validate_every and patience must not be negative")
         if isinstance(self.augmentation, dict):  # as read back from JSON
             object.__setattr__(self, "augmentation", AugmentationConfig(**self.augmentation))
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """The time budget in seconds, or None when training for a step count."""
+        return None if self.minutes is None else 60.0 * self.minutes
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dictionary."""

@@ -1,4 +1,4 @@
-"""How to train: the number of steps, and the advanced settings behind a checkbox."""
+"""How to train: for how many minutes (or steps), and the advanced settings behind a checkbox."""
 
 from __future__ import annotations
 
@@ -8,17 +8,37 @@ from ...core.config import AugmentationConfig, TargetConfig
 from ...core.device import available_devices
 from ...core.model.files import ModelInfo
 from ...core.train import LOSSES, TrainingSettings
+from ...core.train.settings import DEFAULT_MINUTES, DEFAULT_PATIENCE
+from ..docks import status_line
 
 NEW_NETWORK_RATE = 1e-3  # learning rates when left at 0 (automatic)
 FINE_TUNING_RATE = 5e-4
+MINUTES, STEPS = "minutes", "steps"  # what "Train for" counts
+
+
+def budget_text(train_for: str, amount: float, patience: int) -> str:
+    """Say in one line when training stops, and why minutes are the default."""
+    if train_for == STEPS:
+        return f"Stops after {amount:g} steps; steps take different times on every machine."
+    sooner = ", or sooner when validation stops improving" if patience else ""
+    return f"Stops after {amount:g} minutes{sooner}; steps take different times on every machine."
 
 
 class TrainingOptions(Container):
-    """Steps to train, then (shown on request) everything else a training run takes."""
+    """How long to train, then (shown on request) everything else a training run takes.
+
+    Training lasts a number of minutes by default; setting the steps (as a
+    script may) switches to a step count, setting the minutes switches back.
+    """
 
     def __init__(self):
         defaults, targets = TrainingSettings(), TargetConfig()
-        self.steps = SpinBox(label="Steps", value=400, min=1, max=1_000_000)
+        self.train_for = ComboBox(label="Train for", choices=[MINUTES, STEPS], value=MINUTES)
+        self.minutes = FloatSpinBox(
+            label="Minutes", value=DEFAULT_MINUTES, min=0.05, max=100_000.0, step=0.5
+        )
+        self.steps = SpinBox(label="Steps", value=400, min=1, max=1_000_000, visible=False)
+        self.budget = status_line()  # one line: when training stops
         self.show_advanced = CheckBox(text="Advanced settings", value=False)
         self.learning_rate = FloatSpinBox(
             label="Learning rate", value=0.0, min=0.0, max=1.0, step=1e-4
@@ -33,7 +53,9 @@ class TrainingOptions(Container):
             label="Border width σ (px)", value=targets.sigma, min=0.5, max=50.0
         )
         self.validate_every = SpinBox(label="Validate every (steps)", value=50, min=1, max=10**6)
-        self.patience = SpinBox(label="Stop after no gain (validations)", value=0, min=0, max=1000)
+        self.patience = SpinBox(
+            label="Stop after no gain (validations)", value=DEFAULT_PATIENCE, min=0, max=1000
+        )
         self.preview_every = SpinBox(label="Preview every (steps)", value=10, min=1, max=10**6)
         self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
         self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
@@ -43,8 +65,10 @@ class TrainingOptions(Container):
             self.preview_every, self.device, self.seed,
         )  # fmt: skip
         super().__init__(
-            widgets=[self.steps, self.show_advanced, *self._advanced], labels=True, label=""
-        )
+            widgets=[self.train_for, self.minutes, self.steps, self.budget, self.show_advanced,
+                     *self._advanced],
+            labels=True, label="",
+        )  # fmt: skip
         self.margins = (0, 0, 0, 0)
         for widget in self._advanced:
             widget.visible = False
@@ -54,6 +78,24 @@ class TrainingOptions(Container):
         )
         self.freeze_encoder.tooltip = "Train only the decoder: faster, keeps the base features."
         self.show_advanced.changed.connect(self._toggle_advanced)
+        self.train_for.changed.connect(self._show_budget)
+        self.minutes.changed.connect(lambda: self._count(MINUTES))
+        self.steps.changed.connect(lambda: self._count(STEPS))
+        self.patience.changed.connect(self._show_budget)
+        self._show_budget()
+
+    def _count(self, train_for: str) -> None:
+        """Count what was just set: minutes or steps."""
+        if self.train_for.value != train_for:
+            self.train_for.value = train_for  # shows the budget
+        else:
+            self._show_budget()
+
+    def _show_budget(self) -> None:
+        by_steps = self.train_for.value == STEPS
+        self.minutes.visible, self.steps.visible = not by_steps, by_steps
+        amount = self.steps.value if by_steps else self.minutes.value
+        self.budget.value = budget_text(self.train_for.value, amount, self.patience.value)
 
     def _toggle_advanced(self, shown: bool) -> None:
         for widget in self._advanced:
@@ -63,8 +105,11 @@ class TrainingOptions(Container):
         """Return the training settings chosen; a model file's intensity mapping is kept."""
         rate = self.learning_rate.value or (FINE_TUNING_RATE if fine_tuning else NEW_NETWORK_RATE)
         extra = {"normalization": base.normalization} if base is not None else {}
+        by_steps = self.train_for.value == STEPS
         return TrainingSettings(
-            steps=self.steps.value,
+            # with minutes, the core's step count stands unused: as the command line stores it
+            steps=self.steps.value if by_steps else TrainingSettings().steps,
+            minutes=None if by_steps else self.minutes.value,
             batch_size=self.batch_size.value,
             patch_size=self.patch_size.value,
             learning_rate=rate,
