@@ -17,18 +17,13 @@ import threading
 
 import numpy as np
 import pytest
-import torch
-from tests.core.model.test_model_fuzz import MARKER, SEED, make_mutations
+from tests.core.model.test_model_fuzz import MARKER, SEED, make_mutations, save_small_model
 
-from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.model.files import (
     ModelFileError,
-    ModelInfo,
     load_model,
     read_model_info,
-    save_model,
 )
-from napari_unet_lab.core.model.unet import UNet
 from napari_unet_lab.gui.inspect_widget import InspectWidget
 from napari_unet_lab.gui.messages import sentence
 from napari_unet_lab.gui.predict_widget import PredictWidget
@@ -43,18 +38,8 @@ TIMEOUT_MS = 60_000
 def mutated_files(tmp_path_factory):
     """IN_WIDGETS mutated model files, and what the core says of each (None: usable)."""
     root = tmp_path_factory.mktemp("mutated")
-    torch.manual_seed(0)
-    config = UNetConfig(base_channels=2, depth=1)
-    info = ModelInfo(
-        config=config,
-        class_names=["background", "nucleus"],
-        name="tiny",
-        training={"settings": {"steps": 10, "patch_size": 60}, "patch_input_size": 60},
-        provenance={"images": ["a.tif"]},
-        metrics={"val_pixel_iou": 0.5},
-    )
     (root / "original").mkdir()
-    original = save_model(root / "original" / "tiny", UNet(config), info)
+    original = save_small_model(root / "original")
     description = json.loads(original.read_text())
     weights = original.with_suffix(".safetensors").read_bytes()
     mutations = make_mutations(description, weights, np.random.default_rng(SEED))

@@ -37,7 +37,7 @@ from napari_unet_lab.core.model.files import (
     read_model_info,
     save_model,
 )
-from napari_unet_lab.core.model.unet import UNet
+from napari_unet_lab.core.model.unet import randomly_initialised
 
 SEED = 20260521
 MUTATIONS = 240  # core entry points
@@ -71,11 +71,8 @@ class Mutation:
     change: Callable[[Path, dict, bytes], tuple[bytes, bytes]]  # (folder, JSON, weights)
 
 
-@pytest.fixture(scope="module")
-def original(tmp_path_factory):
-    """A small saved model (with a realistic record) and a tiny image for the CLI."""
-    folder = tmp_path_factory.mktemp("original")
-    torch.manual_seed(0)
+def save_small_model(folder: Path) -> Path:
+    """Save a small model with a realistic record in `folder`; return its JSON file."""
     config = UNetConfig(base_channels=2, depth=1)
     info = ModelInfo(
         config=config,
@@ -90,7 +87,14 @@ def original(tmp_path_factory):
         provenance={"images": ["a.tif", "b.tif"]},
         metrics={"val_pixel_iou": 0.5},
     )
-    json_path = save_model(folder / "tiny", UNet(config), info)
+    return save_model(folder / "tiny", randomly_initialised(config, 0), info)
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    """A small saved model (with a realistic record) and a tiny image for the CLI."""
+    folder = tmp_path_factory.mktemp("original")
+    json_path = save_small_model(folder)
     image = np.random.default_rng(0).integers(0, 4000, (40, 44)).astype(np.uint16)
     tifffile.imwrite(folder / "image.tif", image)
     return folder, json_path
