@@ -165,9 +165,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help=f"training loss (default: {TrainingSettings().loss})",
     )
     add("--freeze-encoder", action="store_true", help="train only the decoder (fine-tuning)")
-    from ..core.config import TargetConfig  # here: the rest of this module is training's
+    from ..core.config import AugmentationConfig, TargetConfig  # here: the rest is training's
 
-    targets = TargetConfig()
+    targets, augmentation = TargetConfig(), AugmentationConfig()
     add(
         "--w0",
         type=non_negative_number,
@@ -182,6 +182,29 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="border weight: width of the gap term between objects, in pixels, above 0 "
         f"(default: {targets.sigma:g})",
     )
+    add(
+        "--zoom",
+        type=non_negative_number,
+        default=augmentation.zoom,
+        help="augmentation: zoom each patch in or out at random by up to 1 + ZOOM times (0.25: "
+        "from 1/1.25 to 1.25), so the model meets more object sizes; 0: off (default: "
+        f"{augmentation.zoom:g})",
+    )
+    add(
+        "--invert-contrast",
+        type=_chance,
+        default=augmentation.invert,
+        help="augmentation: chance, 0 to 1, that a patch's contrast is inverted (dark objects "
+        f"on a bright background); 0: off (default: {augmentation.invert:g})",
+    )
+
+
+def _chance(text: str) -> float:
+    """Parse a probability: a number from 0 to 1."""
+    value = non_negative_number(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a chance from 0 to 1, got {text}")
+    return value
 
 
 # What ``--annotations`` takes, as the user calls the kinds of annotation.
@@ -319,6 +342,8 @@ def _new_model(args: argparse.Namespace, data: TrainingData) -> UNet:
 
 
 def _settings(args: argparse.Namespace, normalization: dict[str, Any]) -> TrainingSettings:
+    from ..core.config import AugmentationConfig
+
     minutes = None if args.steps is not None else (args.minutes or DEFAULT_MINUTES)
     try:
         return TrainingSettings(
@@ -332,6 +357,7 @@ def _settings(args: argparse.Namespace, normalization: dict[str, Any]) -> Traini
             loss=args.loss,
             freeze_encoder=args.freeze_encoder,
             normalization=normalization,
+            augmentation=AugmentationConfig(zoom=args.zoom, invert=args.invert_contrast),
         )
     except ValueError as error:
         raise UsageError(str(error)) from None

@@ -71,6 +71,8 @@ class AugmentationConfig:
     gain: float = 0.1  # image multiplied by a factor drawn uniformly from [1 - gain, 1 + gain]
     offset: float = 0.1  # then shifted by a value drawn uniformly from [-offset, offset]
     gamma: float = 0.2  # gamma exp(u), u uniform in [-gamma, gamma], on each patch's range
+    zoom: float = 0.0  # scale about the centre, log-uniform in [1/(1+zoom), 1+zoom]; 0: off
+    invert: float = 0.0  # chance that a patch's contrast is inverted (dark on bright); 0: off
 
     def __post_init__(self) -> None:
         if self.grid_points < 2:
@@ -86,6 +88,16 @@ class AugmentationConfig:
             raise ValueError(f"gain must be in [0, 1), got {self.gain}")
         if self.offset < 0 or self.gamma < 0:
             raise ValueError("offset and gamma must not be negative")
+        if not 0 <= self.zoom < float("inf"):
+            raise ValueError(
+                f"zoom must be 0 (off) or a positive number, got {self.zoom}; 0.25 zooms "
+                "each patch in or out by up to 25%"
+            )
+        if not 0 <= self.invert <= 1:
+            raise ValueError(
+                f"invert is the chance that a patch's contrast is inverted and must be "
+                f"between 0 and 1, got {self.invert}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dictionary."""

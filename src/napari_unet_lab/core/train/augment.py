@@ -1,4 +1,4 @@
-"""Data augmentation for training patches: elastic deformation, flips, turns, intensity.
+"""Data augmentation for training patches: elastic deformation, zoom, flips, turns, intensity.
 
 Everything runs in torch on the device of the tensors it is given, on whole
 batches, so that augmentation costs little next to a training step.
@@ -19,6 +19,7 @@ References
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -101,6 +102,32 @@ def elastic_displacement(
     columns = _bicubic_weights(points[1], shape[1], coarse)  # (W, grid columns)
     # bicubic upsampling is separable: two small matrix products instead of F.interpolate
     return torch.matmul(torch.matmul(rows, coarse), columns.T)  # (B, 2, H, W)
+
+
+def zoom_displacement(factors: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Return displacement fields that scale each sample about its centre.
+
+    Pixel ``p`` takes its value from ``centre + (p - centre) / factor``: above 1
+    zooms in (objects grow), below 1 out. Add an elastic field to resample once.
+
+    Parameters
+    ----------
+    factors : (B,) floating point tensor
+        Scale factor per sample; the result has its device and dtype.
+    shape : (int, int)
+        Patch size (rows, columns).
+
+    Returns
+    -------
+    displacement : (B, 2, rows, columns) tensor
+        In pixels, rows then columns, as `elastic_displacement`.
+    """
+    shrink = (1.0 / factors - 1.0).view(-1, 1, 1)  # (B, 1, 1)
+    rows, columns = (
+        torch.arange(size, device=factors.device, dtype=factors.dtype) - (size - 1) / 2
+        for size in shape
+    )
+    return torch.stack(torch.broadcast_tensors(shrink * rows[:, None], shrink * columns), 1)
 
 
 def _bicubic_weights(points: int, size: int, like: torch.Tensor) -> torch.Tensor:
@@ -334,6 +361,28 @@ def jitter_intensity(
     return torch.addcmul(low * scale + shift, unit, span * scale)
 
 
+def invert_contrast(image: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """Invert the chosen samples within their own range: ``low + high - image``.
+
+    Bright nuclei on a dark background become dark nuclei on a bright one (as in
+    brightfield), and each sample keeps its minimum and maximum.
+
+    Parameters
+    ----------
+    image : (B, C, H, W) floating point tensor
+        The images; left as they were.
+    chosen : (B,) bool tensor
+        Which samples to invert.
+
+    Returns
+    -------
+    (B, C, H, W) tensor
+    """
+    low, high = image.flatten(1).aminmax(dim=1)
+    inverted = (low + high).view(-1, 1, 1, 1) - image
+    return torch.where(chosen.to(image.device).view(-1, 1, 1, 1), inverted, image)
+
+
 def augment_batch(
     image: torch.Tensor,
     target: torch.Tensor | None = None,
@@ -345,7 +394,8 @@ def augment_batch(
     """Augment a batch of training patches on their device, the same way for all their parts.
 
     In order: a random quarter turn and mirror flip, an elastic deformation as
-    in [1]_, then an intensity change of the image alone.
+    in [1]_ and a zoom about the patch centre (one resampling), then an
+    intensity change of the image alone and, for some samples, inverted contrast.
 
     Parameters
     ----------
@@ -359,7 +409,8 @@ def augment_batch(
         Loss weight per pixel, same size as `image`; resampled bilinearly,
         which keeps it within its input range (never negative).
     settings : AugmentationConfig, optional
-        What to do; defaults to ``AugmentationConfig()``.
+        What to do; defaults to ``AugmentationConfig()``. Zoom and inversion draw
+        random numbers only when on: at 0, a seed gives the batch it gave before.
     generator : torch.Generator, optional
         Source of all random draws; the same seed gives the same batch. Its
         device may differ from the tensors' (draws are moved).
@@ -378,8 +429,8 @@ def augment_batch(
     A valid-padding U-Net's output covers the centre of its input. Target and
     weights must be deformed at the input size and cropped afterwards: an
     output pixel may take its label from up to a few sigma pixels away,
-    outside the output window. Flips and quarter turns keep the patch centre,
-    so they commute with the centre crop.
+    outside the output window. Flips, quarter turns and zoom keep the patch
+    centre, so they commute with the centre crop.
 
     References
     ----------
@@ -418,22 +469,25 @@ def augment_batch(
         turns = turns * (4 // choices)
         flips = torch.rand(batch, generator=generator, device=draw_on) < 0.5
         parts = flip_and_rotate(parts, turns, flips)
+    field = None
     if settings.elastic and settings.sigma > 0:
         field = elastic_displacement(
-            batch,
-            (height, width),
-            settings.grid_points,
-            settings.sigma,
-            generator=generator,
-            device=image.device,
-            dtype=image.dtype,
-        )
-        parts = deform(parts, field, modes)
-    else:
-        parts = [part.clone() for part in parts]  # never hand back the caller's tensors
+            batch, (height, width), settings.grid_points, settings.sigma,
+            generator=generator, device=image.device, dtype=image.dtype,
+        )  # fmt: skip
+    if settings.zoom > 0:  # factor log-uniform in [1 / (1 + zoom), 1 + zoom]
+        spread = torch.rand(batch, generator=generator, device=draw_on) * 2.0 - 1.0
+        factors = torch.exp(spread * math.log1p(settings.zoom)).to(image.device, image.dtype)
+        zoom = zoom_displacement(factors, (height, width))
+        field = zoom if field is None else field.add_(zoom)
+    # without a field, copies: never hand back the caller's tensors
+    parts = deform(parts, field, modes) if field is not None else [p.clone() for p in parts]
     parts[0] = jitter_intensity(
         parts[0], settings.gain, settings.offset, settings.gamma, generator=generator
     )
+    if settings.invert > 0:
+        chosen = torch.rand(batch, generator=generator, device=draw_on) < settings.invert
+        parts[0] = invert_contrast(parts[0], chosen)
 
     pieces = iter(parts)
     image_out = next(pieces)

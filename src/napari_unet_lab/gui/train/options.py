@@ -32,7 +32,7 @@ class TrainingOptions(Container):
     """
 
     def __init__(self):
-        defaults, targets = TrainingSettings(), TargetConfig()
+        defaults, targets, augmentation = TrainingSettings(), TargetConfig(), AugmentationConfig()
         self.train_for = ComboBox(label="Train for", choices=[MINUTES, STEPS], value=MINUTES)
         self.minutes = FloatSpinBox(
             label="Minutes", value=DEFAULT_MINUTES, min=0.05, max=100_000.0, step=0.5
@@ -47,6 +47,12 @@ class TrainingOptions(Container):
         self.batch_size = SpinBox(label="Patches per step", value=4, min=1, max=256)
         self.patch_size = SpinBox(label="Patch size (px)", value=252, min=32, max=2048, step=4)
         self.elastic = CheckBox(text="Elastic deformation", value=True)
+        self.zoom = FloatSpinBox(
+            label="Random zoom", value=augmentation.zoom, min=0.0, max=3.0, step=0.05
+        )
+        self.invert = FloatSpinBox(
+            label="Inverted contrast (chance)", value=augmentation.invert, max=1.0, step=0.05
+        )
         self.freeze_encoder = CheckBox(text="Freeze the encoder", value=False)
         self.w0 = FloatSpinBox(label="Border weight w0", value=targets.w0, min=0.0, max=100.0)
         self.sigma = FloatSpinBox(
@@ -61,8 +67,8 @@ class TrainingOptions(Container):
         self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
         self._advanced = (
             self.learning_rate, self.loss, self.batch_size, self.patch_size, self.elastic,
-            self.freeze_encoder, self.w0, self.sigma, self.validate_every, self.patience,
-            self.preview_every, self.device, self.seed,
+            self.zoom, self.invert, self.freeze_encoder, self.w0, self.sigma,
+            self.validate_every, self.patience, self.preview_every, self.device, self.seed,
         )  # fmt: skip
         super().__init__(
             widgets=[self.train_for, self.minutes, self.steps, self.budget, self.show_advanced,
@@ -77,6 +83,14 @@ class TrainingOptions(Container):
             "to fine-tune)."
         )
         self.freeze_encoder.tooltip = "Train only the decoder: faster, keeps the base features."
+        self.zoom.tooltip = (
+            "Zoom each patch in or out at random by up to 1 + this (0.25: from 1/1.25 to 1.25 "
+            "times), so the model meets more object sizes. 0: off."
+        )
+        self.invert.tooltip = (
+            "Chance that a patch's contrast is inverted, dark objects on a bright background "
+            "(as in brightfield). 0: off."
+        )
         self.show_advanced.changed.connect(self._toggle_advanced)
         self.train_for.changed.connect(self._show_budget)
         self.minutes.changed.connect(lambda: self._count(MINUTES))
@@ -114,7 +128,9 @@ class TrainingOptions(Container):
             patch_size=self.patch_size.value,
             learning_rate=rate,
             loss=self.loss.value,
-            augmentation=AugmentationConfig(elastic=self.elastic.value),
+            augmentation=AugmentationConfig(
+                elastic=self.elastic.value, zoom=self.zoom.value, invert=self.invert.value
+            ),
             validate_every=self.validate_every.value,
             patience=self.patience.value,
             freeze_encoder=self.freeze_encoder.value,
