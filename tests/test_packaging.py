@@ -21,7 +21,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = "napari-unet-lab"
-SAMPLE_FILES = {f"nuclei_{i}{suffix}.tif" for i in (1, 2, 3) for suffix in ("", "_labels")}
+SAMPLE_FILES = {
+    f"nuclei_{name}{suffix}.tif"
+    for name in ("1", "2", "3", "large", "brightfield", "tissue")
+    for suffix in ("", "_labels")
+}
 
 pytestmark = pytest.mark.slow
 
