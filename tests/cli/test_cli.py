@@ -185,7 +185,6 @@ def test_export_bioimageio_validates(crops, tiny_model, tmp_path, capsys) -> Non
     [
         ("unreadable image", cli.EXIT_BAD_INPUT),
         ("labels of another shape", cli.EXIT_BAD_INPUT),
-        ("RGB image for a grayscale model", cli.EXIT_BAD_INPUT),
         ("damaged weights", cli.EXIT_BAD_MODEL),
         ("not a model file", cli.EXIT_BAD_MODEL),
         ("unknown model name", cli.EXIT_BAD_MODEL),
@@ -204,9 +203,6 @@ def test_exit_codes_come_with_a_message_not_a_traceback(
     elif case == "labels of another shape":
         tifffile.imwrite(tmp_path / "small.tif", np.ones((40, 40), np.uint16))
         arguments = ["evaluate", model, str(image), str(tmp_path / "small.tif"), "-q"]
-    elif case == "RGB image for a grayscale model":
-        tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((64, 64, 3), np.uint8), photometric="rgb")
-        arguments[2] = str(tmp_path / "rgb.tif")
     elif case == "damaged weights":
         copy = tmp_path / tiny_model.name
         copy.write_bytes(tiny_model.read_bytes())

@@ -1,8 +1,9 @@
 """What users get wrong ends in one plain message and an exit code, never a traceback.
 
 Options out of range are refused before any work (exit 2); RGB TIFFs follow the
-napari widgets' rule (channels last turned channels first); a damaged model file
-ends in exit 4 from every subcommand that takes a model.
+napari widgets' rule (channels last turned channels first, or their luminance for a
+grayscale model); a damaged model file ends in exit 4 from every subcommand that
+takes a model.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import tifffile
 import torch
 
 from napari_unet_lab.cli.common import (
-    EXIT_BAD_INPUT,
     EXIT_BAD_MODEL,
     EXIT_OK,
     EXIT_USAGE,
@@ -26,6 +26,7 @@ from napari_unet_lab.cli.main import main
 from napari_unet_lab.cli.model_images import training_data
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.formats.tiff import load_labels_tiff
+from napari_unet_lab.core.images import grayscale
 from napari_unet_lab.core.model.files import ModelInfo, load_model, save_model
 from napari_unet_lab.core.model.unet import UNet
 from napari_unet_lab.core.predict.segment import segment
@@ -133,20 +134,31 @@ def test_an_rgb_tiff_segments_as_its_channels_first(files, tmp_path, capsys) -> 
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate", "train --from"])
-def test_an_rgb_tiff_and_a_grayscale_model_say_so(command, files, tmp_path, capsys) -> None:
-    model_path, image = str(tiny(tmp_path, name="gray")), str(files / "rgb.tif")
+def test_a_grayscale_model_takes_an_rgb_tiffs_luminance_and_says_so(
+    command, files, tmp_path, capsys
+) -> None:
+    """Issue #12: an RGB TIFF for a grayscale model is converted, and the output says so."""
+    model_path, image = tiny(tmp_path, name="gray"), str(files / "rgb.tif")
+    output = tmp_path / "out"
     arguments = {
-        "predict": ["predict", model_path, image, "-o", str(tmp_path / "out")],
-        "evaluate": ["evaluate", model_path, image, str(files / "rgb_labels.tif")],
-        "train --from": ["train", image, str(files / "rgb_labels.tif"), "-o",
-                         str(tmp_path / "out" / "m"), "--from", model_path, "--steps", "1"],
+        "predict": ["predict", str(model_path), image, "-o", str(output), "--tile-size", "0"],
+        "evaluate": ["evaluate", str(model_path), image, str(files / "rgb_labels.tif")],
+        "train --from": ["train", image, str(files / "rgb_labels.tif"), "-o", str(tmp_path / "m"),
+                         "--from", str(model_path), "--steps", "1", "--batch-size", "1",
+                         "--patch-size", "44"],
     }[command]  # fmt: skip
 
-    assert main([*arguments, "-q", "--device", "cpu"]) == EXIT_BAD_INPUT
+    assert main([*arguments, "-q", "--device", "cpu"]) == EXIT_OK
 
-    err = capsys.readouterr().err
-    assert "rgb.tif is an RGB image, but the model 'gray' takes grayscale images" in err
-    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    out, err = capsys.readouterr()
+    note = "rgb.tif: RGB image converted to grayscale (luminance) for a grayscale model"
+    assert note in out and "Traceback" not in err
+    if command == "predict":  # the objects of the luminance, bit for bit
+        from_rgb, _ = load_labels_tiff(output / "rgb_objects.tif")
+        model, info = load_model(model_path)
+        luminance = grayscale(tifffile.imread(files / "rgb.tif"))
+        expected = segment(model, info, luminance, device="cpu", tile_size=None).objects
+        np.testing.assert_array_equal(from_rgb, expected)
 
 
 def test_training_reads_rgb_channels_first_and_sizes_a_new_model_by_it(files) -> None:
@@ -160,8 +172,9 @@ def test_training_reads_rgb_channels_first_and_sizes_a_new_model_by_it(files) ->
     gray = training_data([(files / "gray.tif", files / "gray_labels.tif")], in_channels=1)
     assert gray.images[0].shape == (64, 80)  # one channel: (Y, X), as the GUI trains on
 
-    with pytest.raises(InputError, match="takes grayscale images"):
-        training_data([(files / "rgb.tif", files / "rgb_labels.tif")], 1, "gray")
+    luminance = training_data([(files / "rgb.tif", files / "rgb_labels.tif")], 1, "gray")
+    expected = grayscale(tifffile.imread(files / "rgb.tif"))
+    np.testing.assert_array_equal(luminance.images[0], expected)  # a grayscale model: luminance
     mixed = [(files / f"{name}.tif", files / f"{name}_labels.tif") for name in ("rgb", "gray")]
     with pytest.raises(InputError, match="the model takes 3 channels"):
         training_data(mixed, in_channels=None)  # the first image sets the channels
@@ -228,7 +241,7 @@ def test_a_damaged_model_file_is_exit_4_from_every_subcommand(
     arguments = {
         "predict": ["predict", str(model_path), str(image), "-o", str(output), "-q"],
         "evaluate": ["evaluate", str(model_path), str(image), str(labels), "-q"],
-        "train --from": ["train", str(image), str(labels), "-o", str(output / "m"), "--from",
+        "train --from": ["train", str(image), str(labels), "-o", str(tmp_path / "m"), "--from",
                          str(model_path), "-q", "--steps", "1"],
         "export": ["export", str(model_path), "--format", "torchscript", "-o",
                    str(output / "m.pt")],

@@ -10,9 +10,12 @@ import torch
 
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.images import (
+    RGB_CONVERTED_NOTE,
     channels_first,
     check_image,
+    grayscale,
     image_channel_axis,
+    image_for_model,
     intensity_range_for,
     normalised,
     single_image_channels_first,
@@ -153,7 +156,7 @@ def test_channel_axis_is_found(shape, channels, rgb, expected):
 @pytest.mark.parametrize(
     ("shape", "channels", "rgb", "message"),
     [
-        ((50, 60, 3), 1, True, "RGB"),
+        ((50, 60, 3), 1, True, "convert it to grayscale"),
         ((50, 60), 2, False, "no axis"),
         ((2, 2, 50, 60), 2, False, "more than one axis"),
         ((50, 60, 4), 3, True, "RGB image has 4"),
@@ -207,3 +210,41 @@ def test_a_single_image_is_y_x_or_channels_first():
     assert single_image_channels_first(np.zeros((3, 40, 30)), 3).shape == (3, 40, 30)
     with pytest.raises(ValueError, match=r"takes 3 channel\(s\): expected an image shaped \(3, Y"):
         single_image_channels_first(np.zeros((40, 30, 3)), 3)
+
+
+# ------------------------------------------------------------------ RGB, grayscale model
+def test_grayscale_is_rgb2gray_in_the_images_own_units_without_alpha():
+    from skimage.color import rgb2gray
+
+    rgba = np.random.default_rng(5).integers(0, 65535, (3, 20, 30, 4), dtype=np.uint16)
+    gray = grayscale(rgba)
+    assert gray.dtype == np.float32 and gray.shape == (3, 20, 30)
+    # skimage's weights, but counts stay counts (rgb2gray would rescale uint16 to [0, 1])
+    np.testing.assert_allclose(gray, rgb2gray(rgba[..., :3].astype(np.float32)), rtol=1e-6)
+    pixel = rgba[1, 2, 3].astype(np.float64)
+    expected = 0.2125 * pixel[0] + 0.7154 * pixel[1] + 0.0721 * pixel[2]  # alpha ignored
+    assert gray[1, 2, 3] == pytest.approx(expected, rel=1e-6)
+    # channels elsewhere, and a tile: the very same values (tiled prediction stays exact)
+    assert np.array_equal(grayscale(np.moveaxis(rgba, -1, 1), channel_axis=1), gray)
+    assert np.array_equal(grayscale(rgba[:, 5:17, 3:11]), gray[:, 5:17, 3:11])
+    with pytest.raises(
+        ValueError, match="an RGB image has 3 colours .4 with alpha., this one has 2"
+    ):
+        grayscale(rgba[..., :2])
+
+
+def test_a_grayscale_model_takes_an_rgb_images_luminance_and_says_so():
+    rgb = np.random.default_rng(6).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    image, still_rgb, note = image_for_model(rgb, in_channels=1, rgb=True)
+    assert np.array_equal(image, grayscale(rgb)) and not still_rgb
+    assert (
+        note
+        == RGB_CONVERTED_NOTE
+        == ("RGB image converted to grayscale (luminance) for a grayscale model")
+    )
+    # a model for RGB images keeps the colours; a grayscale image stays as it is
+    image, still_rgb, note = image_for_model(rgb, in_channels=3, rgb=True)
+    assert image is rgb and still_rgb and note == ""
+    plane = rgb[..., 0]
+    image, still_rgb, note = image_for_model(plane, in_channels=1)
+    assert image is plane and not still_rgb and note == ""

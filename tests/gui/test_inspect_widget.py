@@ -94,6 +94,26 @@ def test_feature_maps_of_a_stack_show_the_current_plane(qtbot, viewer_and_widget
     assert shown.translate[1] == 8  # plane 2 of a stack with 4 units between planes
 
 
+def test_a_grayscale_model_looks_at_an_rgb_layers_luminance(qtbot, viewer_and_widget, errors):
+    """As prediction converts it: the feature maps of the luminance, not a refusal."""
+    from napari_unet_lab.core.images import grayscale
+
+    viewer, widget = viewer_and_widget
+    colours = np.random.default_rng(2).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    widget.image.value = viewer.add_image(colours, rgb=True, name="tissue", scale=(2, 2))
+    widget.stage.value = "encoder 0"
+    widget.show_feature_maps()
+    _wait(qtbot, widget)
+    assert errors == []
+    model, info = load_model(widget.model.path)
+    luminance = grayscale(colours)
+    normalised = intensity_range_for(luminance, info.normalization)
+    expected = feature_maps(model, luminance, intensity_range=normalised)[0]
+    shown = viewer.layers["tissue encoder 0"]
+    np.testing.assert_allclose(shown.data, expected.activations, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(shown.scale[1:], np.array([2, 2]) * expected.step)
+
+
 def test_clicking_pixels_shows_their_input_gradient_and_receptive_field(
     qtbot, viewer_and_widget, errors
 ):
@@ -179,10 +199,9 @@ def test_average_can_be_cancelled_and_changes_nothing(qtbot, viewer_and_widget, 
     ("data", "rgb", "message"),
     [
         (None, False, "choose an image"),
-        (np.zeros((40, 50, 3), np.uint8), True, "RGB"),
         (np.full((40, 50), np.nan, np.float32), False, "NaN"),
     ],
-    ids=["no-image", "rgb-for-grayscale-model", "nan"],
+    ids=["no-image", "nan"],
 )
 def test_bad_input_gives_a_clear_message(qtbot, viewer_and_widget, errors, data, rgb, message):
     viewer, widget = viewer_and_widget

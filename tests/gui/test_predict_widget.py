@@ -108,10 +108,10 @@ def test_cancel_stops_between_tiles_and_changes_nothing(qtbot, viewer_and_widget
 @pytest.mark.parametrize(
     ("data", "rgb", "message"),
     [
-        (np.zeros((40, 50, 3), np.uint8), True, "RGB"),
         (np.full((40, 50), np.nan, np.float32), False, "NaN"),
+        (np.full((40, 50, 3), np.nan, np.float32), True, "NaN"),
     ],
-    ids=["rgb-for-grayscale-model", "nan"],
+    ids=["nan", "nan-rgb"],
 )
 def test_bad_images_give_a_clear_message(qtbot, viewer_and_widget, errors, data, rgb, message):
     viewer, widget = viewer_and_widget
@@ -158,6 +158,42 @@ def test_rgb_image_with_rgb_model(qtbot, viewer_and_widget, errors, tiny_model_f
     objects = viewer.layers["colour objects (rgb-model)"]
     assert objects.data.shape == (50, 60)
     np.testing.assert_array_equal(objects.scale, (2, 3))
+
+
+def test_the_built_in_model_segments_an_rgb_layer_as_its_luminance_and_says_so(
+    qtbot, make_napari_viewer, errors
+):
+    """Issue #12: RGB (stained tissue) for a grayscale model is converted, never refused."""
+    from napari_unet_lab.core.images import grayscale
+
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    name = widget.model.info.name  # the built-in model, grayscale
+    assert widget.model.info.config.in_channels == 1
+    image, _ = load_sample("nuclei_1")
+    tint = np.array([0.8, 0.35, 0.9])  # purple nuclei, as a stain colours them
+    colours = (image[:160, :200, None] * tint).astype(np.uint8)
+    tissue = viewer.add_image(colours, rgb=True, name="tissue", scale=(0.5, 0.5))
+    widget.image.value = tissue
+    _run(qtbot, widget)
+
+    assert errors == []
+    objects = viewer.layers[f"tissue objects ({name})"]
+    assert objects.data.shape == (160, 200)
+    np.testing.assert_array_equal(objects.scale, (0.5, 0.5))
+    count = int(objects.data.max())
+    assert count > 5
+    assert widget.status.value.startswith(
+        f"Found {count} objects in tissue with {name}. "
+        "RGB image converted to grayscale (luminance) for a grayscale model."
+    )
+    # exactly what the model makes of the luminance as a grayscale layer
+    widget.image.value = viewer.add_image(grayscale(colours), name="luminance")
+    _run(qtbot, widget)
+    assert errors == []
+    np.testing.assert_array_equal(viewer.layers[f"luminance objects ({name})"].data, objects.data)
+    assert "RGB" not in widget.status.value
 
 
 def test_stack_is_segmented_slice_by_slice(qtbot, viewer_and_widget, errors):

@@ -255,7 +255,6 @@ def test_a_failed_start_changes_nothing(qtbot, viewer_and_widget, errors, tmp_pa
         ("only_background", "only background"),
         ("empty_scribbles", "nothing is annotated"),
         ("stack", "training takes 2D images"),
-        ("rgb_image", "takes 1 channel(s) but the images have 3"),
     ],
 )
 def test_bad_input_gets_a_clear_message(qtbot, viewer_and_widget, errors, change, message):
@@ -271,14 +270,38 @@ def test_bad_input_gets_a_clear_message(qtbot, viewer_and_widget, errors, change
         widget.pairs.kind.value = "scribbles"
     elif change == "stack":
         widget.pairs.image.value = viewer.add_image(np.zeros((3, 120, 150), np.float32))
-    elif change == "rgb_image":
-        widget.pairs.image.value = viewer.add_image(np.zeros((120, 150, 3), np.uint8), rgb=True)
     names = [layer.name for layer in viewer.layers]
     widget.start()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert errors and message.lower() in errors[-1].lower()
     assert [layer.name for layer in viewer.layers] == names  # no empty preview left behind
     assert widget.run is None and not widget.saving.button.enabled
+
+
+def test_a_grayscale_model_trains_on_an_rgb_layers_luminance_and_says_so(
+    qtbot, viewer_and_widget, errors, monkeypatch
+):
+    """Issue #12: an RGB layer (stained tissue) fine-tunes a grayscale model, never refused."""
+    from napari_unet_lab.core.images import grayscale, intensity_range_for, normalised
+    from napari_unet_lab.gui import train_widget
+
+    told = []
+    monkeypatch.setattr(train_widget, "show_info", told.append)
+    viewer, widget = viewer_and_widget
+    image, _ = bright_disks()
+    colours = (image[..., None] * np.array([0.9, 0.3, 0.7]) * 200 + 30).astype(np.uint8)
+    widget.pairs.image.value = viewer.add_image(colours, rgb=True, name="tissue")
+    widget.pairs.validation.value = None
+    widget.settings.steps.value = 3
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+
+    assert errors == []
+    assert widget.run.step == 3 and widget.run.model.config.in_channels == 1
+    luminance = grayscale(colours)  # what prediction feeds the model, bit for bit
+    expected = normalised(luminance[None], intensity_range_for(luminance, None))
+    np.testing.assert_array_equal(widget.run.images[0], expected)
+    assert "RGB image converted to grayscale (luminance) for a grayscale model." in told
 
 
 def test_shows_weight_map_and_augmented_patches(qtbot, viewer_and_widget, errors):

@@ -1,8 +1,8 @@
 """TIFF images in the layout a model takes: (Y, X), or (C, Y, X) for several channels.
 
 RGB(A) TIFFs (colours last) are turned channels first, as the napari widgets do
-with RGB layers, by the rule of `napari_unet_lab.core.images`, the one that
-prediction follows too.
+with RGB layers, or into their luminance for a grayscale model, by the rules of
+`napari_unet_lab.core.images`, the ones that prediction follows too.
 """
 
 from __future__ import annotations
@@ -13,25 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.images import channels_first, check_image
+from ..core.images import channels_first, check_image, image_for_model
 from .common import InputError, read_image, read_labels
-
-
-def rgb_for_grayscale_model(path: Path, model_name: str) -> InputError:
-    """Return the error for an RGB image given to a model that takes grayscale images."""
-    model = f"the model {model_name!r}" if model_name else "the model"
-    return InputError(
-        f"{path} is an RGB image, but {model} takes grayscale images "
-        "(1 channel); save the channel to use as a grayscale TIFF, or use a model for RGB "
-        "images (3 channels)"
-    )
 
 
 def read_model_image(path: Path, in_channels: int | None, model_name: str = "") -> np.ndarray:
     """Read one 2D image in the layout a model takes: (Y, X), or (C, Y, X) for channels.
 
     RGB(A) TIFFs (colours last) are turned channels first, as the napari widgets
-    do with RGB layers, by the same rule as prediction (`core.images`).
+    do with RGB layers, or for a grayscale model into their luminance
+    (`core.images.grayscale`), by the same rules as prediction.
 
     Parameters
     ----------
@@ -41,7 +32,7 @@ def read_model_image(path: Path, in_channels: int | None, model_name: str = "") 
         Channels the model takes; None for a new model, which takes those of the
         image (the colours of an RGB image, else the first axis of a 3D image).
     model_name : str
-        Named in the message for an RGB image and a grayscale model.
+        Named in the note printed when an RGB image is converted for a grayscale model.
 
     Raises
     ------
@@ -51,12 +42,13 @@ def read_model_image(path: Path, in_channels: int | None, model_name: str = "") 
     image, rgb = read_image(path)
     if in_channels is None:
         in_channels = image.shape[-1] if rgb else (1 if image.ndim == 2 else image.shape[0])
-    if rgb and in_channels == 1:
-        raise rgb_for_grayscale_model(path, model_name)
     try:
+        image, rgb, note = image_for_model(image, in_channels, rgb)
         pixels = channels_first(image, check_image(image, in_channels, rgb))  # (..., C, Y, X)
     except ValueError as error:
         raise InputError(f"{path}: {error}") from None
+    if note:
+        print(f"{path.name}: {note}" + (f" ({model_name})" if model_name else ""))
     if pixels.ndim != 3:
         wanted = "(Y, X)" if in_channels == 1 else f"({in_channels}, Y, X) or RGB"
         raise InputError(
@@ -86,7 +78,7 @@ def training_data(
     in_channels : int or None
         Channels the model takes; None for a new model: those of the first image.
     model_name : str
-        Named in the message for an RGB image and a grayscale model.
+        Named in the note for an RGB image and a grayscale model.
 
     Raises
     ------

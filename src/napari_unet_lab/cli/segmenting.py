@@ -18,7 +18,6 @@ from .common import (
     share,
     tile_size,
 )
-from .model_images import rgb_for_grayscale_model
 
 
 def segmenting_options() -> argparse.ArgumentParser:
@@ -71,9 +70,7 @@ def segment_file(model: UNet, info: ModelInfo, path: Path, args: argparse.Namesp
     # the module, not the function: tests (and users) may replace segment.iter_segment
     from ..core.predict import segment
 
-    image, rgb = read_image(path)
-    if rgb and model.config.in_channels == 1:
-        raise rgb_for_grayscale_model(path, info.name)
+    image, rgb = read_image(path)  # an RGB image for a grayscale model: its luminance (core)
     try:
         work = segment.iter_segment(
             model,
@@ -88,6 +85,9 @@ def segment_file(model: UNet, info: ModelInfo, path: Path, args: argparse.Namesp
             split_touching=args.split_touching,
             object_diameter=getattr(args, "object_diameter", None),
         )
-        return run_with_progress(work, TextProgress(label, not args.quiet))
+        result = run_with_progress(work, TextProgress(label, not args.quiet))
     except ValueError as error:  # the image does not fit the model
         raise InputError(f"{path}: {error}") from None
+    if result.image_note:
+        print(f"{path.name}: {result.image_note}")
+    return result

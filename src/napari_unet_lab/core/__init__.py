@@ -27,6 +27,7 @@ _HOMES = {
     "ObjectConfig": "config",
     "TrainingSettings": "train",
     # images: the one channel layout and intensity mapping
+    "grayscale": "images",
     "image_channel_axis": "images",
     "check_image": "images",
     "channels_first": "images",

@@ -1,6 +1,7 @@
 """Image conventions: the one channel layout and intensity mapping.
 
-Prediction, training and look-inside all see an image the same way: its
+Prediction, training and look-inside all see an image the same way: an RGB
+image for a grayscale model turned into its luminance by `grayscale`, its
 channels found by `image_channel_axis`, moved first by `channels_first`, and its
 intensities mapped by `normalised` with the range `intensity_range_for` gives.
 The mapping is element by element in float32, so a pixel gets the same value
@@ -58,10 +59,10 @@ def image_channel_axis(shape: tuple[int, ...], in_channels: int, rgb: bool = Fal
     if len(shape) < 2 or (rgb and len(shape) < 3):
         raise ValueError(f"expected a 2D image or a stack, got shape {shape}")
     if in_channels == 1:
-        if rgb:
+        if rgb:  # callers convert first (`image_for_model`); this guards against forgetting
             raise ValueError(
                 "this model takes grayscale images, but the image is RGB; "
-                "split its channels (right-click the layer ▸ Split RGB) and pick one"
+                "convert it to grayscale (luminance) first"
             )
         return None
     if rgb:
@@ -221,6 +222,130 @@ def single_image_channels_first(image: Any, in_channels: int) -> Any:
         f"the model takes {in_channels} channel(s): expected an image shaped {expected}, "
         f"got {tuple(image.shape)}"
     )
+
+
+# ------------------------------------------------------- RGB for a grayscale model
+# skimage.color.rgb2gray's weights (ITU-R BT.709 luminance), in float32
+LUMINANCE_WEIGHTS = (np.float32(0.2125), np.float32(0.7154), np.float32(0.0721))
+
+RGB_CONVERTED_NOTE = "RGB image converted to grayscale (luminance) for a grayscale model"
+
+
+def grayscale(image: Any, channel_axis: int = -1) -> np.ndarray:
+    """Return the luminance of an RGB(A) image, in float32, without its channel axis.
+
+    The one conversion that lets a grayscale (1-channel) model take RGB images,
+    such as stained tissue or brightfield: prediction, training and look-inside
+    all convert with it, before the intensity normalisation, so a model sees
+    the same array from an RGB image everywhere.
+
+    Parameters
+    ----------
+    image : array-like
+        An RGB or RGBA image or stack, with 3 or 4 entries along `channel_axis`;
+        other axes (Y, X, stack axes) are kept. NumPy or dask arrays.
+    channel_axis : int
+        The axis holding the colours; last by default, as napari's RGB layers.
+
+    Returns
+    -------
+    ndarray of float32
+        ``0.2125 R + 0.7154 G + 0.0721 B``, the image's shape without the
+        channel axis, in the image's own intensity units. A dask array stays lazy.
+
+    Raises
+    ------
+    ValueError
+        When the channel axis does not hold 3 (RGB) or 4 (RGBA) colours.
+
+    Notes
+    -----
+    The weights are those of `skimage.color.rgb2gray` (ITU-R BT.709), so the
+    result equals ``rgb2gray(image.astype(np.float32))``. Unlike ``rgb2gray``
+    on integer images, the intensities are not rescaled to [0, 1]: a model's
+    fixed normalisation range stays in the image's units. The alpha channel
+    (RGBA) is opacity, not brightness, and is dropped. The sum is computed
+    element by element, so a tile converts to the same values as the whole
+    image (tiled prediction stays bit-identical).
+
+    Why luminance: the built-in model is grayscale, and in stained tissue
+    (H&E, DAB) and brightfield images nuclei stay blobs in luminance, dark on
+    a bright background rather than bright on a dark one; training augments
+    with inverted contrast (``AugmentationConfig.invert``) so a model learns
+    both polarities.
+
+    References
+    ----------
+    .. [1] ITU-R Recommendation BT.709, https://www.itu.int/rec/R-REC-BT.709
+
+    Examples
+    --------
+    >>> rgb = np.zeros((2, 2, 3), np.uint8)
+    >>> rgb[..., 1] = 100
+    >>> grayscale(rgb)
+    array([[71.54, 71.54],
+           [71.54, 71.54]], dtype=float32)
+    >>> grayscale(np.zeros((4, 3, 50, 60)), channel_axis=1).shape
+    (4, 50, 60)
+    """
+    if image.ndim < 3:
+        raise ValueError(f"an RGB image needs a colour axis, got shape {tuple(image.shape)}")
+    colours = image.shape[channel_axis]
+    if colours not in (3, 4):
+        raise ValueError(
+            f"an RGB image has 3 colours (4 with alpha), this one has {colours} "
+            f"along axis {channel_axis % image.ndim}"
+        )
+    image = (
+        np.moveaxis(image, channel_axis, -1)
+        if channel_axis % image.ndim != image.ndim - 1
+        else image
+    )
+    red, green, blue = (image[..., i].astype(np.float32) for i in range(3))  # alpha dropped
+    r, g, b = LUMINANCE_WEIGHTS
+    return red * r + green * g + blue * b
+
+
+def converts_to_grayscale(in_channels: int, rgb: bool) -> bool:
+    """Return True where a model takes an image's `grayscale`: RGB(A) for a 1-channel model."""
+    return rgb and in_channels == 1
+
+
+def image_for_model(image: Any, in_channels: int, rgb: bool = False) -> tuple[Any, bool, str]:
+    """Return an image as a model's channels take it, whether it is still RGB, and a note.
+
+    A grayscale (1-channel) model takes an RGB(A) image's luminance
+    (`grayscale`); every other image is returned as it is. Prediction, training
+    and look-inside all convert here, before the intensity normalisation.
+
+    Parameters
+    ----------
+    image : array-like
+        The image, RGB(A) with the colours last where `rgb` is True.
+    in_channels : int
+        Channels the model takes.
+    rgb : bool
+        The image is RGB(A), channels last (as napari's ``Image.rgb``).
+
+    Returns
+    -------
+    image : array-like
+        The luminance (float32) or the image itself.
+    rgb : bool
+        Whether the returned image is still RGB.
+    note : str
+        `RGB_CONVERTED_NOTE` where it was converted, for the user; else "".
+
+    Raises
+    ------
+    ValueError
+        With a message for the user for an image that cannot be converted
+        (`check_image`, `grayscale`).
+    """
+    if not converts_to_grayscale(in_channels, rgb):
+        return image, rgb, ""
+    check_image(image)  # numbers, finite: before the arithmetic
+    return grayscale(image, channel_axis=-1), False, RGB_CONVERTED_NOTE
 
 
 # -------------------------------------------------------------- intensity mapping

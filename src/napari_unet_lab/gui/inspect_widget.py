@@ -18,7 +18,13 @@ from magicgui.widgets import (
 from napari.layers import Image, Points
 from napari.utils.notifications import show_warning
 
-from ..core.images import image_channel_axis, intensity_range_for
+from ..core.images import (
+    converts_to_grayscale,
+    grayscale,
+    image_channel_axis,
+    image_for_model,
+    intensity_range_for,
+)
 from ..core.look_inside.feature_maps import FeatureMap, feature_maps
 from ..core.look_inside.geometry import stage_names
 from ..core.look_inside.receptive_field import (
@@ -53,6 +59,24 @@ from .receptive_field_layers import (
     show_input_gradients,
     why_the_rectangles_differ,
 )
+
+
+def model_plane(layer: Image, info: Any, channel_axis: int | None, stack_index: list[int]) -> Any:
+    """Return one plane as the model takes it (`image_plane`), as prediction converts it.
+
+    A grayscale model takes an RGB layer's luminance (`core.images.grayscale`).
+    """
+    plane = image_plane(layer, channel_axis, stack_index)  # RGB: (C, Y, X)
+    if converts_to_grayscale(info.config.in_channels, layer.rgb):
+        return grayscale(plane, channel_axis=0)
+    return plane
+
+
+def model_intensity_range(data: Any, rgb: bool, info: Any) -> tuple[float, float]:
+    """Return the range the model's normalisation maps to 0 and 1, on the image it takes."""
+    data, _, _ = image_for_model(data, info.config.in_channels, rgb)
+    return intensity_range_for(data, info.normalization)
+
 
 MAX_PROBED_PIXELS = 20  # gradients shown at once; the most recently placed points win
 MAX_AVERAGED_PLANES = 32  # planes of a stack the average draws pixels from
@@ -202,7 +226,9 @@ class InspectWidget(Container):
         data = image_data(layer)
         if 0 in data.shape:
             raise ValueError(f"the image {layer.name!r} is empty")
-        channel_axis = image_channel_axis(tuple(data.shape), info.config.in_channels, layer.rgb)
+        channel_axis = None  # a grayscale model looks at an RGB layer's luminance
+        if not converts_to_grayscale(info.config.in_channels, layer.rgb):
+            channel_axis = image_channel_axis(tuple(data.shape), info.config.in_channels, layer.rgb)
         return layer, model, info, channel_axis
 
     def _placement(self, layer: Image, channel_axis: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -247,13 +273,13 @@ class InspectWidget(Container):
             return
         layer, model, info, channel_axis = checked
         stack_index = current_stack_index(self._viewer, layer, channel_axis)
-        plane = image_plane(layer, channel_axis, stack_index)
+        plane = model_plane(layer, info, channel_axis, stack_index)
         region = visible_region(layer)
         data = image_data(layer)
 
         def work():
             yield Progress(0, 1, "computing feature maps")
-            intensity_range = intensity_range_for(data, info.normalization)
+            intensity_range = model_intensity_range(data, layer.rgb, info)
             maps = feature_maps(model, plane, region=region, intensity_range=intensity_range)
             yield Progress(1, 1, "feature maps computed")  # a Cancel during the pass stops here
             return maps
@@ -352,11 +378,11 @@ class InspectWidget(Container):
             return
 
         def work():
-            intensity_range = intensity_range_for(data, info.normalization)
+            intensity_range = model_intensity_range(data, layer.rgb, info)
             results = []
             for done, (stack_index, pixel) in enumerate(requests):
                 yield Progress(done, len(requests), "computing input gradients")
-                plane = image_plane(layer, channel_axis, stack_index)
+                plane = model_plane(layer, info, channel_axis, stack_index)
                 results.append(
                     input_gradient(
                         model,
@@ -409,7 +435,7 @@ class InspectWidget(Container):
         stack, _ = image_axes(layer, channel_axis)
         stack_shape = [data.shape[axis] for axis in stack]
         planes = [
-            image_plane(layer, channel_axis, list(index))
+            model_plane(layer, info, channel_axis, list(index))
             for index in list(np.ndindex(*stack_shape))[:MAX_AVERAGED_PLANES]
         ]
         settings = dict(
@@ -419,7 +445,7 @@ class InspectWidget(Container):
         compare = self.compare.value
 
         def work():
-            settings["intensity_range"] = intensity_range_for(data, info.normalization)
+            settings["intensity_range"] = model_intensity_range(data, layer.rgb, info)
             if compare:
                 return (yield from iter_trained_and_untrained(model, planes, **settings))
             return ((yield from iter_effective_receptive_field(model, planes, rng=0, **settings)),)

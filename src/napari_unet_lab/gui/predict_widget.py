@@ -18,7 +18,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 
 from ..core.device import available_devices
-from ..core.images import image_channel_axis
+from ..core.images import converts_to_grayscale, image_channel_axis
 from ..core.model.files import ModelFileError
 from ..core.predict.objects import OBJECT_THRESHOLD
 from ..core.predict.plausibility import training_diameter, unlike_training_warning
@@ -141,12 +141,11 @@ class PredictWidget(Container):
         if self.running:
             return
         try:
-            layer, model, info = self._checked_inputs()
+            layer, model, info, channel_axis = self._checked_inputs()
         except (ValueError, ModelFileError, OSError) as error:
             self.task.fail(str(error))
             return
         data = image_data(layer)
-        channel_axis = image_channel_axis(tuple(data.shape), info.config.in_channels, layer.rgb)
         self.task.start(
             iter_segment,
             model,
@@ -176,10 +175,12 @@ class PredictWidget(Container):
             raise ValueError("choose an image layer to segment (File ▸ Open Sample to try one)")
         model, info = self.model.load()
         data = image_data(layer)
-        image_channel_axis(tuple(data.shape), info.config.in_channels, layer.rgb)
+        channel_axis = None  # a grayscale model segments an RGB layer's luminance, in the worker
+        if not converts_to_grayscale(info.config.in_channels, layer.rgb):
+            channel_axis = image_channel_axis(tuple(data.shape), info.config.in_channels, layer.rgb)
         if 0 in data.shape:
             raise ValueError(f"the image {layer.name!r} is empty")
-        return layer, model, info
+        return layer, model, info, channel_axis
 
     # -------------------------------------------------------------- results
     def _show_segmentation(
@@ -224,7 +225,8 @@ class PredictWidget(Container):
                 outcomes.append(f"kept your edited layer; new result in {new_layer.name!r}")
         count = int(result.objects.max())  # objects are numbered 1..N
         found = f"Found {count} objects in {layer.name} with {model_name}."
-        self.status.value = " ".join([found, *filter(None, [result.size_note]), *outcomes])
+        notes = [f"{result.image_note}." if result.image_note else "", result.size_note]
+        self.status.value = " ".join([found, *filter(None, notes), *outcomes])
         show_info(self.status.value)
         # an image unlike the training images gives fragments, not an error: say so
         info = self.model.info

@@ -36,7 +36,14 @@ from .train.options import TrainingOptions
 from .train.painting import PaintedAnnotations
 from .train.pairs import TrainingPairs
 from .train.saving import SaveModel
-from .train.start_from import CONTINUE, Start, channels_of, start_from_chooser, starting_model
+from .train.start_from import (
+    CONTINUE,
+    Start,
+    channels_of,
+    conversion_note,
+    start_from_chooser,
+    starting_model,
+)
 
 
 class TrainWidget(Container):
@@ -103,7 +110,8 @@ class TrainWidget(Container):
     def _starting_model(self, item: AnnotatedImage) -> tuple[UNet, ModelInfo | None, str]:
         """Return the network "Start from" says, for images like `item`'s (see `starting_model`)."""
         seed = self.settings.seed.value
-        return starting_model(self.start_from, channels_of(item.image), self._trained_here(), seed)
+        channels = channels_of(item.image)
+        return starting_model(self.start_from, channels, self._trained_here(), seed, item.rgb)
 
     def _new_start(self) -> tuple[Start, list, list]:
         """Read the layers and choices; raise ValueError (for the user) if they do not fit."""
@@ -135,6 +143,9 @@ class TrainWidget(Container):
         preparation = prepare_training(
             start.model, items, checks, start.settings, start.seed, start.targets
         )
+        note = conversion_note(start.model, [*items, *checks])
+        if note:  # said once, as a notification: the status line follows the training
+            show_info(f"{note}.")
         self.controls.run(
             prepare_and_train, preparation, self._inbox, self.settings.preview_every.value,
             start.targets, on_result=self._trained, on_yielded=self._record,

@@ -105,3 +105,21 @@ def test_segment_refuses_a_fixed_normalisation_that_would_find_nothing(low, high
         "the intensity normalisation cannot be used: normalization.low must be below "
         f"normalization.high, not {low}, {high}"
     )
+
+
+def test_a_grayscale_model_segments_an_rgb_image_as_its_luminance_and_says_so():
+    """Issue #12: RGB (stained tissue) is converted, documented, never refused."""
+    from napari_unet_lab.core.images import grayscale
+
+    config = UNetConfig(base_channels=4, depth=2)
+    info = ModelInfo(config=config, class_names=["background", "object"])
+    model = UNet(config)
+    rgb = np.random.default_rng(3).integers(0, 255, (2, 40, 50, 3), dtype=np.uint8)
+    rgb[:, 10:25, 12:30] = (120, 40, 160)  # a purple blob, as in stained tissue
+    result = segment(model, info, rgb, rgb=True, tile_size=32)
+    expected = segment(model, info, grayscale(rgb), tile_size=32)
+    assert np.array_equal(result.probabilities, expected.probabilities)
+    assert np.array_equal(result.objects, expected.objects)
+    assert result.objects.shape == (2, 40, 50)
+    assert result.image_note == "RGB image converted to grayscale (luminance) for a grayscale model"
+    assert expected.image_note == ""

@@ -128,6 +128,32 @@ def test_a_training_image_is_normalised_exactly_as_prediction_feeds_the_network(
     np.testing.assert_array_equal(run.images[0], seen)
 
 
+def test_an_rgb_training_image_is_what_prediction_feeds_a_grayscale_model() -> None:
+    """An RGB image trains a 1-channel model on its luminance: bit for bit what segment sees."""
+    from napari_unet_lab.core.images import channels_first
+    from napari_unet_lab.core.model.files import ModelInfo
+    from napari_unet_lab.core.predict.segment import segment
+
+    image, labels = bright_disks()
+    tint = np.array([0.9, 0.3, 0.6])  # purple objects, as stained tissue
+    colours = (image[..., None] * tint * 200 + 20).astype(np.uint8)  # (Y, X, 3)
+    model = tiny_model()
+    item = AnnotatedImage(channels_first(colours, -1), labels, rgb=True)  # as the Train widget
+    run = prepared([item], validation=[item], model=model)
+    assert run.images[0].shape == (1, *labels.shape)
+    inputs = []
+    hook = model.register_forward_pre_hook(lambda _, args: inputs.append(args[0].numpy().copy()))
+    info = ModelInfo(config=model.config, class_names=["background", "object"])
+    segment(model, info, colours, rgb=True, tile_size=None, device="cpu")
+    hook.remove()
+    (tile,) = inputs[0]
+    offset = model.output_offset
+    seen = tile[:, offset : offset + labels.shape[0], offset : offset + labels.shape[1]]
+    np.testing.assert_array_equal(run.images[0], seen)
+    assert run.validation[0][0].shape == labels.shape  # validated on the luminance too
+    run_to_end(run.run())  # and it trains
+
+
 def test_the_preview_of_a_training_image_equals_the_preview_of_its_raw_pixels() -> None:
     image, labels = bright_disks(shape=(130, 150))
     run = prepared([AnnotatedImage(image, labels)])

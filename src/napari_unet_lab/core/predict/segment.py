@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..device import available_memory
-from ..images import check_image, intensity_range_for
+from ..images import check_image, image_for_model, intensity_range_for
 from ..model.files import ModelInfo
 from ..model.unet import UNet
 from ..progress import Progress, run_to_end
@@ -56,6 +56,9 @@ class Segmentation:
         How much the image was resized for the network (1: not at all).
     size_note : str
         One plain sentence on the object size used, for the user; "" if none.
+    image_note : str
+        One plain sentence on how the image was converted for the model (an
+        RGB image for a grayscale model: `images.RGB_CONVERTED_NOTE`); "" if not.
     """
 
     probabilities: np.ndarray
@@ -65,6 +68,7 @@ class Segmentation:
     object_diameter: float | None = None
     scale: float = 1.0
     size_note: str = ""
+    image_note: str = ""
 
 
 def iter_segment(
@@ -90,7 +94,8 @@ def iter_segment(
     image : array-like
         ``(Y, X)``, a stack ``(..., Y, X)``, or with the channels the model takes.
     rgb : bool
-        The image is RGB, channels last.
+        The image is RGB(A), channels last. A grayscale model segments its
+        luminance (`images.grayscale`), and `Segmentation.image_note` says so.
     tile_size, batch_size, device
         Passed to `iter_predict_tiled`; ``tile_size="auto"`` picks it for the
         device and memory (`auto_tile_size`), None predicts in one pass.
@@ -113,6 +118,7 @@ def iter_segment(
         positive number or would resize the image beyond what the network or
         the memory takes.
     """
+    image, rgb, image_note = image_for_model(image, model.config.in_channels, rgb)
     channel_axis = check_image(image, model.config.in_channels, rgb)
     if model.config != info.config:
         raise ValueError("the model does not match its description")
@@ -151,6 +157,7 @@ def iter_segment(
         probabilities = resized_back(probabilities, (image.shape[y], image.shape[x]))
         yield Progress(0, 1, "separating objects")
         result = _segmentation(probabilities, **objects_at)
+        result.image_note = image_note
         yield Progress(1, 1, "done")
         return result
 

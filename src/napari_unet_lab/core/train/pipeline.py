@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import TargetConfig
+from ..images import converts_to_grayscale, grayscale
 from ..model.unet import UNet
 from ..progress import Progress
 from .run import TrainingRun
@@ -41,7 +42,8 @@ class AnnotatedImage:
     Attributes
     ----------
     image : (Y, X) or (C, Y, X) array
-        Raw intensities.
+        Raw intensities; an RGB(A) image channels first, (3 or 4, Y, X), as
+        `images.channels_first` makes napari's RGB layers.
     annotation : (Y, X) int array
         Objects or scribbles, as `kind` says (see `targets.training_target`).
     kind : {"objects", "scribbles"}
@@ -50,6 +52,9 @@ class AnnotatedImage:
         Where the annotation holds; default everywhere.
     name : str
         How the user calls it, for messages.
+    rgb : bool
+        The channels of `image` are the colours of an RGB(A) image: a model
+        that takes one channel trains on its luminance (`image_for`).
     """
 
     image: np.ndarray
@@ -57,6 +62,18 @@ class AnnotatedImage:
     kind: AnnotationKind = "objects"
     region: np.ndarray | None = None
     name: str = "image"
+    rgb: bool = False
+
+    def image_for(self, in_channels: int) -> np.ndarray:
+        """Return the image as a model with `in_channels` takes it.
+
+        An RGB(A) image for a grayscale model becomes its luminance
+        (`images.grayscale`, as prediction converts it); any other image is
+        returned as it is.
+        """
+        if converts_to_grayscale(in_channels, self.rgb):
+            return grayscale(self.image, channel_axis=0)
+        return self.image
 
     def classes(self) -> tuple[np.ndarray, int]:
         """Return the classes per pixel and their number (`targets.annotation_classes`).
@@ -271,7 +288,8 @@ def prepare_training(
     total = len(training) + len(validation)
     yield Progress(0, total, "reading annotations")
     classes = [item.classes() for item in training]
-    checks = [(item.image, item.classes()[0]) for item in validation]
+    in_channels = model.config.in_channels
+    checks = [(item.image_for(in_channels), item.classes()[0]) for item in validation]
     check_both_classes([item.kind for item in training], [c for c, _ in classes])
     n_classes = max(n for _, n in classes)
     check_memory(
@@ -286,7 +304,7 @@ def prepare_training(
     if n_classes > model.config.n_classes:
         model = fine_tuning_copy(model, n_classes, rng=0)
     yield Progress(total, total, "starting")
-    images = [item.image for item in training]
+    images = [item.image_for(in_channels) for item in training]
     run = TrainingRun(model, images, prepared, None, settings, rng, checks)
     run.class_weights = class_weights
     return run

@@ -64,4 +64,5 @@ class Pair:
             kind=self.kind,
             region=region_mask(self.region, self.annotations),
             name=f"{self.annotations.name!r}",
+            rgb=self.image.rgb,  # a grayscale model trains on its luminance
         )

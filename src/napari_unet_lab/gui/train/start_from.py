@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ...core.config import TargetConfig, UNetConfig
+from ...core.images import RGB_CONVERTED_NOTE, converts_to_grayscale
 from ...core.model.files import ModelInfo
 from ...core.model.unet import UNet, randomly_initialised
-from ...core.train import TrainingRun, TrainingSettings
+from ...core.train import AnnotatedImage, TrainingRun, TrainingSettings
 from ..model_chooser import ModelChooser
 from .pair import Pair
 
@@ -49,11 +50,25 @@ def channels_of(image) -> int:
     return 1 if image.ndim == 2 else image.shape[0]
 
 
+def conversion_note(model: UNet, items: Sequence[AnnotatedImage]) -> str:
+    """Say, for the user, if a grayscale `model` will train on RGB images' luminance; else ""."""
+    in_channels = model.config.in_channels
+    return (
+        RGB_CONVERTED_NOTE if any(converts_to_grayscale(in_channels, i.rgb) for i in items) else ""
+    )
+
+
+def _takes(in_channels: int, channels: int, rgb: bool) -> bool:
+    """Whether a network of `in_channels` takes the images (an RGB one as its luminance)."""
+    return in_channels == channels or converts_to_grayscale(in_channels, rgb)
+
+
 def starting_model(
     chooser: ModelChooser,
     channels: int,
     trained: tuple[TrainingRun, Start] | None,
     seed: int,
+    rgb: bool = False,
 ) -> tuple[UNet, ModelInfo | None, str]:
     """Return the network to train, the model file it came from, and its origin in words.
 
@@ -67,6 +82,9 @@ def starting_model(
         The network trained here and how it was started, to go on from.
     seed : int
         Draws the weights of a new network.
+    rgb : bool
+        The images are RGB(A): a grayscale model takes them too, as their
+        luminance; a new network takes their colours.
 
     Raises
     ------
@@ -78,7 +96,7 @@ def starting_model(
     if choice == CONTINUE and trained is not None:
         run, start = trained
         model = copy.deepcopy(run.model)  # the trained network stays as it is
-        if model.config.in_channels != channels:
+        if not _takes(model.config.in_channels, channels, rgb):
             raise ValueError(
                 f"the network trained here takes {model.config.in_channels} channel(s) but "
                 f"the images have {channels}"
@@ -89,7 +107,7 @@ def starting_model(
         config = UNetConfig(in_channels=channels)
         return randomly_initialised(config, seed), None, "a new network"
     model, info = chooser.load()
-    if info.config.in_channels != channels:
+    if not _takes(info.config.in_channels, channels, rgb):
         raise ValueError(
             f"{info.name!r} takes {info.config.in_channels} channel(s) but the images have "
             f"{channels}; start from a new network instead"
