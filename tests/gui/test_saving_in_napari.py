@@ -78,3 +78,50 @@ def test_existing_zarr_store_gets_a_plain_message_and_stays(
     )
     (kept,) = viewer.open(str(path), plugin="napari-unet-lab")
     assert int(np.asarray(kept.data).max()) == 7
+
+
+def menu_action(menu, text):
+    """Return the action called `text` in `menu` or its submenus, or None."""
+    for action in menu.actions():
+        if action.text() == text:
+            return action
+        if action.menu() is not None and (found := menu_action(action.menu(), text)):
+            return found
+    return None
+
+
+def test_file_menu_saves_labels_with_the_plugin_writer_and_pixel_size(
+    labels_layer, monkeypatch, tmp_path
+) -> None:
+    from napari_unet_lab.gui import save_labels
+
+    viewer, layer = labels_layer
+    path = tmp_path / "from the menu.tif"
+    answer = staticmethod(lambda *args, **kwargs: (str(path), save_labels.TIFF_FILTER))
+    monkeypatch.setattr(save_labels.QFileDialog, "getSaveFileName", answer)
+    action = menu_action(
+        viewer.window.file_menu, "Save labels as TIFF (keeps pixel size)… (U-Net Lab)"
+    )
+
+    assert action is not None, "the File menu offers the plugin's TIFF writer"
+    action.trigger()
+    (reopened,) = viewer.open(str(path), plugin="napari-unet-lab")
+
+    assert reopened.data.dtype == np.uint16
+    np.testing.assert_array_equal(reopened.data, layer.data)
+    assert tuple(reopened.scale) == (0.65, 0.5)
+
+
+def test_file_menu_save_without_a_labels_layer_says_what_to_do(
+    make_napari_viewer, monkeypatch, tmp_path
+) -> None:
+    from napari_unet_lab.gui import save_labels
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((10, 10)))
+    shown = []
+    monkeypatch.setattr(save_labels, "show_info", shown.append)
+
+    assert save_labels.save_labels_as_tiff(viewer) == []
+    assert shown == ["Select one Labels layer in the layer list to save it as a TIFF."]
+    assert list(tmp_path.iterdir()) == []
