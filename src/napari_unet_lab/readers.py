@@ -92,6 +92,8 @@ def read_zarr_store(path: str | list[str]) -> list[LayerData]:
     for labels, name in ((prediction.classes, "classes"), (prediction.objects, "objects")):
         if labels is not None:
             layers.append((_levels(labels), _placement(labels, name=f"{stem} {name}"), "labels"))
+    for _, meta, _ in layers:  # how it was made: the model, the object diameter used
+        meta["metadata"] = {"settings": dict(prediction.settings)}
     return layers
 
 

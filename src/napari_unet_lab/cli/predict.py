@@ -20,6 +20,7 @@ from .common import (
     refuse_existing,
     selected_device,
 )
+from .large_images import is_zarr_image, prediction_store, segment_zarr
 from .segmenting import segment_file, segmenting_options
 
 
@@ -31,11 +32,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="segment TIFF images and save the objects as label images",
         description=(
             "Segment TIFF images (files, or folders of .tif/.tiff files) and write "
-            "<name>_objects.tif (one label per object) to the output folder."
+            "<name>_objects.tif (one label per object) to the output folder. Zarr and "
+            "OME-Zarr images (<name>.zarr, any size) give <name>_prediction.zarr, an OME-Zarr "
+            "store of class probabilities, classes and objects."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="model file or built-in model name")
-    parser.add_argument("inputs", metavar="INPUT", nargs="+", type=Path, help="image or folder")
+    parser.add_argument(
+        "inputs", metavar="INPUT", nargs="+", type=Path, help="image, folder or .zarr image"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for results")
     parser.add_argument(
         "--classes", action="store_true", help="also write <name>_classes.tif (class per pixel)"
@@ -86,29 +91,43 @@ def size_said(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Segment images and write the objects (and classes, probability) as TIFF files."""
+    """Segment images and write the objects (and classes, probability) as TIFF files.
+
+    Zarr images go to an OME-Zarr store each (`large_images`), read block by block.
+    """
     args.device = selected_device(args.device)
     model, info, _ = load_named_model(args.model)
-    images = image_files(args.inputs)
+    stores = {
+        path: prediction_store(args.output, path) for path in args.inputs if is_zarr_image(path)
+    }
+    tiffs = [path for path in args.inputs if path not in stores]
+    images = image_files(tiffs) if tiffs or not stores else []
     kinds = ["objects"] + (["classes"] if args.classes else [])
     kinds += ["foreground"] if args.probability else []
     outputs = {
         path: {kind: args.output / f"{path.stem}_{kind}.tif" for kind in kinds} for path in images
     }
-    stems = [path.stem for path in images]
+    stems = [path.stem for path in images] + [store.stem for store in stores.values()]
     if len(set(stems)) < len(stems):
         twice = sorted({stem for stem in stems if stems.count(stem) > 1})
         raise InputError(f"several inputs are called {', '.join(twice)}; their results would clash")
-    refuse_existing([p for files in outputs.values() for p in files.values()], args.overwrite)
+    refuse_existing(
+        [p for files in outputs.values() for p in files.values()] + [*stores.values()],
+        args.overwrite,
+    )
     created = not args.output.exists()
     args.output.mkdir(parents=True, exist_ok=True)  # now, so a folder we cannot make fails early
     try:
         for index, path in enumerate(images, start=1):
-            label = f"[{index}/{len(images)}] {path.name}"
+            label = f"[{index}/{len(images) + len(stores)}] {path.name}"
             result = segment_file(model, info, path, args, label)
             save_results(outputs[path], result, args.overwrite)
             count = len(np.unique(result.objects)) - bool((result.objects == 0).any())
             print(f"{path.name}: {count} objects{size_said(result)} -> {outputs[path]['objects']}")
+        for index, (path, store) in enumerate(stores.items(), start=len(images) + 1):
+            label = f"[{index}/{len(images) + len(stores)}] {path.name}"
+            result = segment_zarr(model, info, path, store, args, label)
+            print(f"{path.name}: {result.object_count} objects{size_said(result)} -> {store}")
     except BaseException:
         if created and not any(args.output.iterdir()):
             args.output.rmdir()  # a failed first image leaves no empty folder behind

@@ -18,6 +18,12 @@ image in memory: the same tiles go through the same network, and the softmax is
 taken over the same blocks of rows. The objects are found block by block with an
 overlap (see `iter_object_labels_blockwise`).
 
+With an object diameter (`object_diameter`), the image is resized so its objects
+match the model's training objects, block by block (`resized_blocks`), and every
+result comes back on the image's own grid: the same as `segment` up to float
+rounding. The store records the diameter used (given, or estimated on a central
+block) and a sentence for the user in its settings.
+
 With a dask.distributed ``client``, the network runs on the cluster's workers,
 each building the model once from its safetensors weights; the client reads the
 image, writes the store, and gets the same result as one process.
@@ -31,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import zarr
 
@@ -50,76 +55,13 @@ from ..images import check_image, image_channel_axis, intensity_range_for
 from ..model.files import ModelInfo
 from ..model.unet import UNet
 from ..progress import Progress, run_to_end
-from .cluster import iter_predict_tiled_on_cluster, read_here
+from .cluster import ClusterRunner, iter_predict_tiled_on_cluster, read_here
+from .lazy_images import open_image
 from .objects import DEFAULT_OBJECTS, OBJECT_THRESHOLD, class_labels, iter_object_labels_blockwise
+from .resized_blocks import BLOCK_SIZE, ESTIMATE_SIZE, iter_object_size, iter_predict_resized
+from .scale import ObjectDiameter
 from .tile_plan import TileSize
 from .tiling import SOFTMAX_ROWS, iter_predict_tiled, scores_to_probabilities
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """An image opened for prediction without reading its pixels.
-
-    Attributes
-    ----------
-    data : array-like
-        The pixels, ``(..., Y, X)``: a dask array for zarr stores, else what was given.
-    axes : tuple of Axis or None
-        One per dimension of `data`, where the file names them (OME-Zarr).
-    scale : tuple of float or None
-        Pixel size per dimension of `data`, where the file gives it.
-    channel_axis : int or None
-        The axis the file marks as channels, if any.
-    name : str
-        A short name for the image.
-    """
-
-    data: Any
-    axes: tuple[Axis, ...] | None = None
-    scale: tuple[float, ...] | None = None
-    channel_axis: int | None = None
-    name: str = "image"
-
-
-def open_image(source: Any) -> ImageSource:
-    """Open an image lazily: an array, a zarr array, or a zarr / OME-Zarr path.
-
-    Parameters
-    ----------
-    source : array-like, zarr.Array, str or path-like
-        NumPy and dask arrays are used as they are. Zarr arrays, and paths to a
-        zarr array or to an OME-Zarr image (its full-resolution level), are
-        wrapped in dask, so nothing is read until a tile is. Axes of length 1
-        other than Y and X are dropped from OME-Zarr images (``(1, 1, 1, Y, X)``
-        becomes ``(Y, X)``).
-
-    Returns
-    -------
-    ImageSource
-    """
-    name = "image"
-    image_axes: tuple[Axis, ...] | None = None
-    image_scale: tuple[float, ...] | None = None
-    channel_axis = None
-    if isinstance(source, (str, os.PathLike)):
-        name = Path(source).stem
-        source = zarr.open(source, mode="r")
-        if isinstance(source, zarr.Group):
-            multiscale = read_ome_zarr(source)
-            data, image_axes, image_scale = multiscale.levels[0], multiscale.axes, multiscale.scale
-            keep = [
-                axis for axis in range(data.ndim) if data.shape[axis] > 1 or axis >= data.ndim - 2
-            ]
-            data = data[tuple(slice(None) if axis in keep else 0 for axis in range(data.ndim))]
-            image_axes = tuple(image_axes[axis] for axis in keep)
-            image_scale = tuple(image_scale[axis] for axis in keep)
-            channels = [i for i, axis in enumerate(image_axes) if axis.type == "channel"]
-            channel_axis = channels[0] if channels else None
-            name = multiscale.name
-            source = data
-    if isinstance(source, zarr.Array):
-        source = da.from_zarr(source)
-    return ImageSource(source, image_axes, image_scale, channel_axis, name)
 
 
 @dataclass
@@ -185,12 +127,16 @@ def iter_predict_to_zarr(
     threshold: float = OBJECT_THRESHOLD,
     min_size: int = DEFAULT_OBJECTS.min_size,
     split_touching: bool = DEFAULT_OBJECTS.split_touching,
+    object_diameter: ObjectDiameter = None,
+    block_size: int = BLOCK_SIZE,
+    estimate_size: int = ESTIMATE_SIZE,
     object_block_size: int = 1024,
     object_margin: int = 128,
     chunk_size: int = 512,
     levels: int | None = None,
     scale: Sequence[float] | None = None,
     units: str | Sequence[str | None] | None = None,
+    translate: Sequence[float] | None = None,
     overwrite: bool = False,
 ) -> Generator[Progress, None, Path]:
     """Segment an image of any size into an OME-Zarr store, yielding progress.
@@ -216,6 +162,14 @@ def iter_predict_to_zarr(
         Also separate objects (`iter_object_labels_blockwise`).
     threshold, min_size, split_touching
         Passed to `object_labels`.
+    object_diameter : None, "auto" or float
+        Typical object diameter in pixels, as for `iter_segment`: the image is
+        resized so its objects match the model's training objects, block by
+        block (`resized_blocks`), and every result comes back on its own grid.
+        ``"auto"`` estimates it on the central `estimate_size` square. The store's
+        settings record the diameter used, the resizing and a note for the user.
+    block_size, estimate_size : int
+        Edge of the blocks resized and predicted at once; of the estimate's block.
     object_block_size, object_margin : int
         Blocks the objects are found in, and the overlap each block reads around
         itself: objects up to `object_margin` pixels across are never cut.
@@ -224,9 +178,10 @@ def iter_predict_to_zarr(
     levels : int or None
         Resolution levels for viewing, each half the size of the one before;
         None: until the image fits in one chunk.
-    scale, units : optional
-        Pixel size and unit (one for all, or one each) per axis of the result,
-        ``([stack], Y, X)``; by default those of an OME-Zarr source, else 1 pixel.
+    scale, units, translate : optional
+        Pixel size, unit (one for all, or one each) and position of the first
+        pixel per axis of the result, ``([stack], Y, X)``; by default those of an
+        OME-Zarr source, else 1 pixel at 0.
     overwrite : bool
         Replace an existing store; without it nothing existing is touched.
 
@@ -277,6 +232,11 @@ def iter_predict_to_zarr(
         pixel_size = (1.0,) * len(shape)
     if len(pixel_size) != len(shape):
         raise ValueError(f"got {len(pixel_size)} pixel sizes for a result of shape {shape}")
+    if translate is None and image.translate is not None:
+        translate = [image.translate[axis] for axis in image_axes]
+    position = tuple(float(t) for t in translate) if translate is not None else (0.0,) * len(shape)
+    if len(position) != len(shape):
+        raise ValueError(f"got {len(position)} positions for a result of shape {shape}")
     n_classes, stack = config.n_classes, len(shape) - 2
     chunks = (1,) * stack + (chunk_size, chunk_size)
     settings = {
@@ -290,9 +250,25 @@ def iter_predict_to_zarr(
         "split_touching": split_touching,
         "object_block_size": object_block_size,
         "object_margin": object_margin,
+        "object_diameter_setting": object_diameter,
     }
 
     with folder_written_atomically(store, overwrite=overwrite) as folder:
+        size = yield from iter_object_size(
+            model,
+            info,
+            data,
+            object_diameter,
+            channel_axis=channel_axis,
+            block_size=block_size,
+            estimate_size=estimate_size,
+            tile_size=tile_size,
+            batch_size=batch_size,
+            device=device if client is None else "cpu",
+        )
+        if size.note:
+            yield Progress(0, 1, size.note)
+        settings.update(object_diameter=size.diameter, scale=size.factor, size_note=size.note)
         root = zarr.open_group(folder, mode="w", zarr_format=2)
         probabilities = create_multiscale(
             root,
@@ -340,8 +316,32 @@ def iter_predict_to_zarr(
             "settings": settings,
         }
 
+        if any(position):
+            _place(root, (0.0, *position))
+            for name in label_group.attrs["labels"]:
+                _place(label_group[name], position)
         logits = _ClassAxisFirst(probabilities[0], stack)
-        if client is None:
+        if size.factor != 1:
+            runner = (
+                None if client is None else ClusterRunner(client, model, device, mixed_precision)
+            )
+            yield from iter_predict_resized(
+                model,
+                data,
+                size.factor,
+                probabilities[0],
+                classes[0],
+                channel_axis=channel_axis,
+                intensity_range=intensity_range,
+                block_size=block_size,
+                tile_size=tile_size,
+                batch_size=batch_size,
+                device=device,
+                mixed_precision=mixed_precision,
+                runner=runner,
+                in_flight=1 if runner is None else runner.in_flight,
+            )
+        elif client is None:
             yield from iter_predict_tiled(
                 model,
                 data,
@@ -367,7 +367,8 @@ def iter_predict_to_zarr(
                 channel_axis=channel_axis,
                 intensity_range=intensity_range,
             )
-        yield from _iter_probabilities_and_classes(probabilities[0], classes[0])
+        if size.factor == 1:
+            yield from _iter_probabilities_and_classes(probabilities[0], classes[0])
         if objects:
             count = yield from iter_object_labels_blockwise(
                 _Foreground(probabilities[0]),
@@ -403,6 +404,15 @@ def _default_axes(ndim: int, units: str | Sequence[str | None] | None) -> tuple[
         Axis(name, "space" if name in ("z", "y", "x") else None, ome_unit(unit))
         for name, unit in zip(names, units, strict=True)
     )
+
+
+def _place(group: zarr.Group, position: tuple[float, ...]) -> None:
+    """Give every level of a multiscale image the position of its first pixel (OME-Zarr 0.4)."""
+    [multiscale] = group.attrs["multiscales"]
+    for dataset in multiscale["datasets"]:  # a translation after each level's scale
+        translation = {"type": "translation", "translation": list(position)}
+        dataset["coordinateTransformations"].append(translation)
+    group.attrs["multiscales"] = [multiscale]
 
 
 class _ClassAxisFirst:
