@@ -17,16 +17,21 @@ as JSON: ``--new patch_size=124 batch_size=8``), so each lever can be measured t
 The machine's load average is recorded before and after every run, and the time-left
 estimate at the first tenth of each run against the time that was really left.
 
+``--scenario b``: the built-in model (read at run time, its sha256 recorded) fine-tuned on
+the first 3 DSB 2018 train images of one ``--kind`` (`time_to_quality_scenarios.DSB_KINDS`),
+scored on the val images of that kind with the object diameter "auto" and as trained; the
+built-in model's scores before fine-tuning are the baseline. ``--scenario c``: scribbles
+drawn from the ground truth of one BBBC039 train image by a seeded rule
+(`time_to_quality_scenarios.scribbles_from_labels`), from a new network (``--start``),
+scored on BBBC039 val. Both run the ``new`` arm only unless ``--arms`` says otherwise.
+Every score also records the 1-minute load average at that moment.
+
 Run (the full curve takes about 2 arms x 3 seeds x 10 min, plus scoring)::
 
     .venv/bin/python -m benchmarks.bench_time_to_quality
     .venv/bin/python -m benchmarks.bench_time_to_quality --quick --out /tmp/ttq.json  # smoke
-
-TODO: scenario (b), fine-tuning the built-in model on 3 images of a kind it segments badly
-from ``../shared/data/dsb2018_train`` (train split; scored on the val images of the same
-kind, the untouched model as the baseline), and scenario (c), sparse scribbles drawn from
-ground truth by a fixed seeded rule (skeleton segments of some objects and of the
-background) on one image. Both fit `run_arm` with another starting model and other items.
+    .venv/bin/python -m benchmarks.bench_time_to_quality --scenario b --kind tissue
+    .venv/bin/python -m benchmarks.bench_time_to_quality --scenario c
 """
 
 from __future__ import annotations
@@ -41,14 +46,19 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench_training_quality import DATA, evaluate, read_split, starting_model
 from benchmarks.machine import ROOT, describe_machine, write_report
+from benchmarks.time_to_quality_scenarios import (
+    DSB_KINDS,
+    Scenario,
+    scenario_a,
+    scenario_b,
+    scenario_c,
+)
 from napari_unet_lab.core.config import TargetConfig
 from napari_unet_lab.core.progress import run_to_end
-from napari_unet_lab.core.train import AnnotatedImage, TrainingSettings, prepare_training
+from napari_unet_lab.core.train import TrainingSettings, prepare_training
 
 CHECKPOINT_MINUTES = (0.5, 1, 2, 3, 5, 10)
-TRAINING_IMAGES = 3
 # the Train widget's defaults before time budgets (gui/train/options.py at 872ea61)
 TODAY = {"steps": 400, "batch_size": 4, "patch_size": 252, "learning_rate": 1e-3}
 # --quick: a smoke run of seconds, not a measurement
@@ -71,20 +81,19 @@ def run_arm(
     settings: TrainingSettings,
     seed: int,
     checkpoints: list[float],
-    train_split: list,
-    validation: list,
+    scenario: Scenario,
     device: torch.device,
     entries: list,
     save,
 ) -> None:
-    """Train one arm from scratch, scoring at the checkpoints (seconds), into `entries`."""
+    """Train one arm of a scenario, scoring at the checkpoints (seconds), into `entries`."""
     entry: dict[str, Any] = {"seed": seed, "settings": settings.to_dict(), "points": []}
     entries.append(entry)
     entry["load_average_before"] = list(os.getloadavg())
-    model, info = starting_model("scratch", seed, device)
-    items = [AnnotatedImage(image, labels, "objects", name=n) for n, image, labels in train_split]
+    model, info = scenario.start(seed, device)
     started = time.perf_counter()  # the user presses Start
-    run = run_to_end(prepare_training(model, items, (), settings, seed, TargetConfig()))
+    preparing = prepare_training(model, scenario.items, (), settings, seed, TargetConfig())
+    run = run_to_end(preparing)
     preparation = time.perf_counter() - started
     entry["preparation_seconds"] = round(preparation, 2)
     waiting = list(checkpoints)
@@ -92,10 +101,11 @@ def run_arm(
 
     def score(at: float, wall: float, step: int) -> None:
         scoring = time.perf_counter()
-        scores = evaluate(run.model, info, validation)
+        load = os.getloadavg()[0]  # before scoring adds to it
+        scores = scenario.score(run, info)
         entry["points"].append(
             {"checkpoint_seconds": at, "wall_seconds": round(wall, 2), "step": step, **scores,
-             "scoring_seconds": round(time.perf_counter() - scoring, 1)}
+             "scoring_seconds": round(time.perf_counter() - scoring, 1), "load_average": load}
         )  # fmt: skip
         print(f"seed {seed} {entry['points'][-1]}", flush=True)
         save()
@@ -124,6 +134,31 @@ def run_arm(
     save()
 
 
+def ap50_by_checkpoint(
+    arms: dict[str, list], checkpoints: list[float], baseline: dict | None = None
+) -> dict[str, Any]:
+    """AP@0.5 per arm and checkpoint, one value per seed; scenario b: per object diameter.
+
+    With a `baseline` (scenario b: the built-in model before fine-tuning), also the
+    gain over it per seed, in the same object-diameter setting.
+    """
+    summary: dict[str, Any] = {}
+    for name, entries in arms.items():
+        for at in checkpoints:
+            points = [p for e in entries for p in e["points"] if p["checkpoint_seconds"] == at]
+            key = f"{at / 60:g} min"
+            if baseline is None:
+                summary.setdefault(name, {})[key] = [p["ap50"] for p in points]
+                continue
+            for setting, before in baseline.items():
+                values = [p[setting]["ap50"] for p in points]
+                arm = summary.setdefault(f"{name}, {setting}", {})
+                arm[key] = values
+                gains = summary.setdefault(f"{name}, {setting}, gain over the built-in model", {})
+                gains[key] = [round(v - before["ap50"], 4) for v in values]
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run both arms for every seed and write the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -133,10 +168,20 @@ def main(argv: list[str] | None = None) -> int:
         help="minutes of wall time at which to score (default: 0.5 1 2 3 5 10)",
     )  # fmt: skip
     parser.add_argument("--budget-minutes", type=float, help="new arm (default: last checkpoint)")
-    parser.add_argument("--val-images", type=int, default=None, help="default: all 50")
+    parser.add_argument(
+        "--val-images", type=int, default=None, help="default: all (BBBC039: 50; b: the kind's)"
+    )
     parser.add_argument("--today", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--new", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--arms", nargs="+", default=["today", "new"], choices=["today", "new"])
+    parser.add_argument(
+        "--arms", nargs="+", choices=["today", "new"], help="default: both for a, new for b and c"
+    )
+    parser.add_argument("--scenario", choices=["a", "b", "c"], default="a")
+    parser.add_argument("--kind", choices=list(DSB_KINDS), default="large", help="scenario b")
+    parser.add_argument(
+        "--start", choices=["new", "builtin"], default="new", help="scenario c: where from"
+    )
+    parser.add_argument("--scribble-seed", type=int, default=0, help="scenario c: the strokes")
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
@@ -148,22 +193,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    default_out = ROOT / "benchmarks" / "results" / f"time_to_quality-{device.type}.json"
+    name = {"a": "", "b": f"-b-{args.kind}", "c": f"-c-{args.start}"}[args.scenario]
+    default_out = ROOT / "benchmarks" / "results" / f"time_to_quality{name}-{device.type}.json"
     out = args.out or (None if args.quick else default_out)
     checkpoints = sorted(60.0 * minutes for minutes in args.checkpoints)
     budget = args.budget_minutes or checkpoints[-1] / 60
     quick = QUICK if args.quick else {}
+    if args.scenario == "a":
+        scenario = scenario_a(args.val_images)
+    elif args.scenario == "b":
+        scenario = scenario_b(args.kind, args.val_images)
+    else:
+        scenario = scenario_c(args.val_images, args.start, rng=args.scribble_seed)
+    args.arms = args.arms or (["today", "new"] if args.scenario == "a" else ["new"])
+    start = scenario.settings  # a fine-tuning start's rate and intensity mapping
+    today, new = settings_overrides(args.today), settings_overrides(args.new)
     arms = {
-        "today": TrainingSettings(**{**TODAY, **quick, **settings_overrides(args.today)}),
-        "new": TrainingSettings(**{"minutes": budget, **quick, **settings_overrides(args.new)}),
+        "today": TrainingSettings(**{**TODAY, **start, **quick, **today}),
+        "new": TrainingSettings(**{"minutes": budget, **start, **quick, **new}),
     }
-    train_split = read_split(DATA / "train", TRAINING_IMAGES)
-    validation = read_split(DATA / "val", args.val_images)
     record: dict[str, Any] = {
         "machine": describe_machine(device),
-        "scenario": "a: from scratch on 3 BBBC039 train images, scored on the val split",
-        "training_images": [name for name, _, _ in train_split],
-        "validation_images": len(validation),
+        "scenario": scenario.description,
+        **scenario.record,
         "checkpoint_seconds": checkpoints,
         "command": "python -m benchmarks.bench_time_to_quality " + " ".join(argv or sys.argv[1:]),
         "arms": {name: [] for name in args.arms},
@@ -175,16 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:  # arms alternate, so both see the same machine load
         for name in args.arms:
             print(f"--- {name}, seed {seed}", flush=True)
-            run_arm(arms[name], seed, checkpoints, train_split, validation, device,
-                    record["arms"][name], save)  # fmt: skip
-    summary = {
-        name: {
-            f"{at / 60:g} min": [point["ap50"] for e in entries for point in e["points"]
-                                 if point["checkpoint_seconds"] == at]
-            for at in checkpoints
-        }
-        for name, entries in record["arms"].items()
-    }  # fmt: skip
+            run_arm(arms[name], seed, checkpoints, scenario, device, record["arms"][name], save)
+    summary = ap50_by_checkpoint(record["arms"], checkpoints, record.get("baseline"))
     record["ap50_by_checkpoint"] = summary
     save()
     print(json.dumps(summary, indent=1))
