@@ -60,8 +60,16 @@ class Conv1x1(nn.Conv2d):
 
     Matrix-multiply kernels block the channel sum differently for different
     numbers of pixels; a plain running sum gives the same float32 result for a
-    pixel whatever the size of the image around it.
+    pixel whatever the size of the image around it. In the channels-last copy
+    `UNet.for_inference` makes, the sum is oneDNN's instead (`sum_with_onednn`),
+    as in `Conv3x3`: there a running sum reads every channel with a stride and
+    is 12x slower than oneDNN, whose result is also the same for a pixel
+    whatever the image size.
     """
+
+    # Set on the channels-last inference copy; a flag, not the input's layout, decides,
+    # because features of a single pixel are both channels-last and contiguous.
+    sum_with_onednn = False
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__(in_channels, out_channels, 1)
@@ -69,6 +77,10 @@ class Conv1x1(nn.Conv2d):
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # noqa: D102
         if not _exact_cpu_inference(features):
             return super().forward(features)
+        if self.sum_with_onednn and torch.backends.mkldnn.is_available():
+            return torch.ops.aten.mkldnn_convolution(
+                features, self.weight, self.bias, (0, 0), (1, 1), (1, 1), 1
+            )
         weight = self.weight[:, :, 0, 0]  # (out, in)
         total = (
             self.bias.view(1, -1, 1, 1).expand(features.shape[0], -1, *features.shape[-2:]).clone()
@@ -193,11 +205,23 @@ class UNet(nn.Module):
             features = self.decoders[level](torch.cat([skip, features], dim=1))
         return self.head(features)
 
-    def for_inference(self) -> UNet:
+    def for_inference(self, channels_last: bool = True) -> UNet:
         """Return an evaluation-mode copy with batch norm folded into the convolutions.
 
         Folding makes inference faster and removes the one per-pixel operation
         whose CPU kernel could round differently at image edges.
+
+        Parameters
+        ----------
+        channels_last : bool
+            Store the weights channels last (the default), so that every stage
+            after the first convolution computes channels last, whatever the
+            input's layout: 1.3-1.4x faster CPU prediction (oneDNN reorders
+            nothing, pooling and up-convolutions read memory in order). The
+            scores differ from ``channels_last=False`` by float rounding only
+            (about 1e-6) and are just as independent of the image size; every
+            user of this copy (prediction, cluster workers, look inside)
+            therefore gets the same bits.
         """
         fused = copy.deepcopy(self).eval()
         for block in [*fused.encoders, fused.bottleneck, *fused.decoders]:
@@ -211,6 +235,9 @@ class UNet(nn.Module):
             block._modules.clear()
             for index, layer in enumerate(kept):
                 block.add_module(str(index), layer)
+        if channels_last:
+            fused = fused.to(memory_format=torch.channels_last)
+            fused.head.sum_with_onednn = True
         return fused
 
     def with_classes(self, n_classes: int, rng: int | None = None) -> UNet:

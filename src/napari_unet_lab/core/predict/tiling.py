@@ -13,9 +13,10 @@ reuse this loop instead of copying it.
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Callable, Generator
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Literal
 
 import numpy as np
@@ -42,6 +43,29 @@ Output = Literal["logits", "probabilities"]
 # as an array or a future of one (anything with `.result()`).
 Runner = Callable[[np.ndarray], Any]
 
+# The latest inference copy of each model (held weakly) with what it was made from: folding
+# and copying take about 60 ms, 7 % of predicting a 520 x 696 image on one core.
+_inference_copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def inference_network(model: UNet, device: torch.device) -> UNet:
+    """Return `model.for_inference()` on `device`, made once while the weights stay the same.
+
+    The copy is made again as soon as any weight or batch-norm statistic of
+    `model` changes (a training step, `load_state_dict`), so prediction always
+    uses the weights the model holds now. Treat the copy as read-only.
+    """
+    # a tensor's version counter grows with every in-place change (optimiser steps included)
+    weights = tuple(
+        (id(t), t.data_ptr(), t._version) for t in chain(model.parameters(), model.buffers())
+    )
+    made = _inference_copies.get(model)
+    if made is not None and made[0] == (device, weights):
+        return made[1]
+    network = model.for_inference().to(device)
+    _inference_copies[model] = ((device, weights), network)
+    return network
+
 
 @torch.inference_mode()
 def run_network(
@@ -67,7 +91,8 @@ def run_network(
     batch = torch.from_numpy(inputs).to(device)
     with autocast(device, mixed_precision):
         scores = model(batch)
-    return scores.float().cpu().numpy()
+    # a channels-last network returns channels-last scores: hand back plain (B, K, h', w')
+    return scores.float().cpu().contiguous().numpy()
 
 
 def network_runner(
@@ -76,7 +101,9 @@ def network_runner(
     """Return the runner `iter_predict_tiled` uses by default: the network on one device.
 
     The network is copied for inference (batch norm folded, see
-    `UNet.for_inference`); the caller's model is not changed. A batch the
+    `UNet.for_inference`; channels last, 1.3-1.4x faster on the CPU), once
+    while its weights stay the same (`inference_network`); the caller's model
+    is not changed. A batch the
     device runs out of memory for (the CPU included) is halved and retried,
     down to one tile.
 
@@ -95,7 +122,7 @@ def network_runner(
         ``inputs (B, C, h, w) float32 -> scores (B, K, h', w') float32``.
     """
     device = select_device(device)
-    network = model.for_inference().to(device)
+    network = inference_network(model, device)
 
     def run(inputs: np.ndarray) -> np.ndarray:
         try:
