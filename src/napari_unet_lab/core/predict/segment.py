@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from .scale import (
     BYTES_PER_PIXEL_AND_CLASS,
     ObjectDiameter,
     check_object_diameter,
-    object_diameters,
+    found_object_diameter,
     resized_back,
     resized_image,
     scale_factor,
@@ -50,7 +51,8 @@ class Segmentation:
         Separated objects, one label each.
     object_diameter : float or None
         Typical object diameter of the image, in pixels: the one given, or with
-        ``"auto"`` the median of the objects returned; None when not asked for
+        ``"auto"`` the estimate of the pass returned (`scale.found_object_diameter`:
+        the median weighted by area); None when not asked for
         or not found.
     scale : float
         How much the image was resized for the network (1: not at all).
@@ -175,23 +177,28 @@ def iter_segment(
         result.object_diameter, result.scale = float(object_diameter), factor
         result.size_note = _size_note(result, trained, "given")
         return result
-    factor, result = 1.0, None
+    factor, result, tried = 1.0, None, set()
     for attempt in range(1, AUTO_PASSES + 1):
         label = "estimating the object size" if attempt == 1 else f"resized {factor:.2f}×"
         latest = yield from segmented_at(factor, label)
-        found = object_diameters(latest.objects)
-        if found.size == 0:  # keep the pass that found objects, if any did
+        estimate = found_object_diameter(latest.objects)
+        if estimate is None:  # keep the pass that found objects, if any did
             result = result or latest
             break
-        result = latest
-        estimate = float(np.median(found))
-        result.object_diameter, result.scale = estimate, factor
-        if 1 / CLOSE_ENOUGH <= estimate * factor / trained <= CLOSE_ENOUGH:
+        latest.object_diameter, latest.scale = estimate, factor
+        tried.add(round(factor, 2))
+        # keep the pass whose objects the network saw closest to its training size: a
+        # refinement on fragments can only make the estimate worse, never hide a good pass
+        if result is None or _size_gap(latest, trained) < _size_gap(result, trained):
+            result = latest
+        if _size_gap(latest, trained) <= math.log(CLOSE_ENOUGH):
             break  # the network saw objects of about its training size
         try:
             factor = factor_for(estimate)
-        except ValueError:  # an estimate beyond what can be resized: keep this pass
+        except ValueError:  # an estimate beyond what can be resized: keep the best pass
             break
+        if round(factor, 2) in tried:
+            break  # back to a size already tried: it would not settle
     if result.object_diameter is None:
         result.size_note = (
             "No objects were found to estimate the object size from, so the image was "
@@ -223,6 +230,11 @@ def _labelled(
         if label:
             progress = Progress(progress.done, progress.total, f"{label}: {progress.message}")
         yield progress
+
+
+def _size_gap(result: Segmentation, trained: float) -> float:
+    """How far the objects of a pass were, as the network saw them, from its training size."""
+    return abs(math.log(result.object_diameter * result.scale / trained))
 
 
 def _size_note(result: Segmentation, trained: float, how: str) -> str:
