@@ -25,10 +25,15 @@ def tiny_model_file(tmp_path):
     from napari_unet_lab.core.model.files import ModelInfo, save_model
     from napari_unet_lab.core.model.unet import UNet
 
-    def make(in_channels=1, name="tiny"):
+    def make(in_channels=1, name="tiny", object_diameter=None):
         torch.manual_seed(0)
         config = UNetConfig(in_channels=in_channels, base_channels=4, depth=2)
-        info = ModelInfo(config=config, class_names=["background", "object"], name=name)
+        info = ModelInfo(
+            config=config,
+            class_names=["background", "object"],
+            name=name,
+            object_diameter=object_diameter,
+        )
         return save_model(tmp_path / name, UNet(config), info)
 
     return make

@@ -128,6 +128,35 @@ def test_trains_with_live_plot_and_preview_and_never_stalls_napari(
         assert torch.equal(value, trained[key]), key
 
 
+def test_fine_tuning_sees_objects_at_the_model_size_and_previews_on_the_layer(
+    qtbot, viewer_and_widget, tiny_model_file, errors, tmp_path
+):
+    """A model that knows objects twice as large: the run halves the image, not the preview."""
+    viewer, widget = viewer_and_widget
+    annotated = float(np.median(np.sqrt(4 * np.bincount(bright_disks()[1].ravel())[1:] / np.pi)))
+    widget.start_from.choose_file(tiny_model_file(name="large", object_diameter=2 * annotated))
+    widget.pairs.validation.value = None
+    widget.settings.steps.value = 3
+    widget.settings.preview_every.value = 1
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert errors == []
+    factor = widget.run.factors[0]
+    assert factor == pytest.approx(2.0, rel=0.1)
+    assert widget.run.images[0].shape[-2:] == (round(120 * factor), round(150 * factor))
+    preview = viewer.layers["cells preview"]
+    assert preview.data.shape[0] <= 120 and preview.data.shape[1] <= 150  # the layer's grid
+    np.testing.assert_array_equal(preview.scale, (0.5, 0.5))
+
+    widget.saving.path.value = tmp_path / "fine.json"
+    widget.save()
+    _, info = load_model(tmp_path / "fine.json")
+    assert info.object_diameter == pytest.approx(2 * annotated)  # what the network learnt at
+    assert info.training["object_size"]["annotation_object_diameter"] == pytest.approx(
+        annotated, rel=0.05
+    )
+
+
 def test_validation_pair_is_held_out_and_measured(qtbot, viewer_and_widget, errors):
     viewer, widget = viewer_and_widget
     widget.pairs.add()

@@ -86,6 +86,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="MODEL",
         help="start from this model (file or built-in name) instead of from scratch",
     )
+    parser.add_argument(
+        "--match-object-size",
+        action=argparse.BooleanOptionalAction,
+        default=MATCH_OBJECT_SIZE,
+        help="with --from and instance labels: train on images resized so their objects are "
+        "as large as the model's (the diameter its file records; benchmarks/README.md)",
+    )
     _add_training_options(parser)
     parser.add_argument("--name", help="model name shown in napari (default: the file name)")
     parser.add_argument(
@@ -209,6 +216,7 @@ def _chance(text: str) -> float:
 
 # What ``--annotations`` takes, as the user calls the kinds of annotation.
 ANNOTATIONS = ("objects", "classes", "scribbles")
+MATCH_OBJECT_SIZE = True  # as benchmarks/bench_fine_tune_resize.py measured it helps
 
 
 def annotated_images(data: TrainingData, annotations: str = "objects") -> list[AnnotatedImage]:
@@ -412,6 +420,7 @@ def run(args: argparse.Namespace) -> int:
         settings,
         args.seed,
         targets,
+        (base_info.object_diameter if args.match_object_size and base_info else None),
     )
     try:
         training_run = run_with_progress(preparation, TextProgress("preparing", not args.quiet))

@@ -140,8 +140,11 @@ class TrainWidget(Container):
         self._room = self.live.make_room(self._asked, start.pairs[self._asked.index])
         self.live.bring_forward(start.pairs)  # what training shows, on top while it runs
         self._painted = PaintedAnnotations(start.pairs, self._inbox, tell=self.controls.tell)
+        # fine-tuning sees the user's objects at the size the starting model knows
+        # (benchmarks/README.md, "Fine-tuning at the model's object size")
+        diameter = None if start.base is None else start.base.object_diameter
         preparation = prepare_training(
-            start.model, items, checks, start.settings, start.seed, start.targets
+            start.model, items, checks, start.settings, start.seed, start.targets, diameter
         )
         note = conversion_note(start.model, [*items, *checks])
         if note:  # said once, as a notification: the status line follows the training

@@ -5,6 +5,8 @@ the annotations (in the user's words), that the run fits in memory, balances
 the classes as `TargetConfig.class_balance` says, computes border weights, and
 gives the network a new head where the annotations name more classes.
 `update_annotation` applies annotations painted during a run by the same rule.
+With ``resize_to_diameter`` each image of objects is resized so they match the
+starting model's object size (`resize`).
 """
 
 from __future__ import annotations
@@ -12,14 +14,23 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..config import TargetConfig
 from ..images import converts_to_grayscale, grayscale
 from ..model.unet import UNet
+from ..predict.scale import typical_object_diameter
 from ..progress import Progress
+from .resize import (
+    ResizedTrainingRun,
+    resize_factor,
+    resized_annotation,
+    resized_target_shape,
+    resized_training_image,
+    spatial_shape_after,
+)
 from .run import TrainingRun
 from .settings import TrainingSettings
 from .targets import (
@@ -108,6 +119,18 @@ class AnnotatedImage:
             )
         except ValueError as error:
             raise ValueError(f"{self.name}: {error}") from None
+
+    def resized(self, factor: float) -> AnnotatedImage:
+        """Return a copy resized by `factor`: the image linear, the labels nearest (exact)."""
+        if factor == 1:
+            return self
+        self._check_shape()
+        image = resized_training_image(self.image, factor)
+        shape = image.shape[-2:]
+        region = None if self.region is None else resized_annotation(self.region, shape)
+        return replace(
+            self, image=image, annotation=resized_annotation(self.annotation, shape), region=region
+        )
 
     def _check_shape(self) -> None:
         image_shape = np.shape(self.image)[-2:]
@@ -244,6 +267,7 @@ def prepare_training(
     settings: TrainingSettings | None = None,
     rng: int | np.random.Generator | None = None,
     targets: TargetConfig | None = None,
+    resize_to_diameter: float | None = None,
 ) -> Generator[Progress, None, TrainingRun]:
     """Turn annotated images into a training run, yielding progress per image.
 
@@ -263,6 +287,13 @@ def prepare_training(
         Source of the run's randomness (`TrainingRun`).
     targets : TargetConfig, optional
         Border weights and the class-weight rule.
+    resize_to_diameter : float, optional
+        Object diameter, in pixels, to train at: the starting model's
+        (``ModelInfo.object_diameter``) when fine-tuning. Each image of
+        instance objects is resized so the median diameter of its objects
+        matches it (`resize.resize_factor`); scribbles are trained as they
+        are. The run (a `resize.ResizedTrainingRun`) shows previews and
+        validates on the images as the user has them. None: no resizing.
 
     Yields
     ------
@@ -287,6 +318,18 @@ def prepare_training(
     targets = targets or TargetConfig()
     total = len(training) + len(validation)
     yield Progress(0, total, "reading annotations")
+    if resize_to_diameter is not None:
+        for item in (*training, *validation):
+            item.classes()  # refuse bad annotations in plain words before measuring them
+    factors = [resize_factor(i.annotation, i.kind, resize_to_diameter) for i in training]
+    validation_factors = [
+        resize_factor(i.annotation, i.kind, resize_to_diameter) for i in validation
+    ]
+    user_shapes = [np.shape(item.image)[-2:] for item in training]
+    annotation_diameter = typical_object_diameter(
+        [item.annotation for item in training if item.kind == "objects"]
+    )
+    training = [item.resized(factor) for item, factor in zip(training, factors, strict=True)]
     classes = [item.classes() for item in training]
     in_channels = model.config.in_channels
     checks = [(item.image_for(in_channels), item.classes()[0]) for item in validation]
@@ -294,7 +337,11 @@ def prepare_training(
     n_classes = max(n for _, n in classes)
     check_memory(
         max(n_classes, model.config.n_classes),
-        [item.image for item in (*training, *validation)],
+        [item.image for item in (*training, *validation)]
+        + [
+            np.empty((0, *spatial_shape_after(i.image, f)))
+            for i, f in zip(validation, validation_factors, strict=True)
+        ],
     )
     class_weights = balanced_class_weights([c for c, _ in classes], n_classes, targets)
     prepared = []
@@ -305,7 +352,17 @@ def prepare_training(
         model = fine_tuning_copy(model, n_classes, rng=0)
     yield Progress(total, total, "starting")
     images = [item.image_for(in_channels) for item in training]
-    run = TrainingRun(model, images, prepared, None, settings, rng, checks)
+    if resize_to_diameter is None or all(f == 1 for f in (*factors, *validation_factors)):
+        run = TrainingRun(model, images, prepared, None, settings, rng, checks)
+    else:
+        run = ResizedTrainingRun(
+            model, images, prepared, None, settings, rng, checks,
+            factors=factors,
+            user_shapes=user_shapes,
+            validation_factors=validation_factors,
+            trained_diameter=resize_to_diameter,
+            annotation_diameter=annotation_diameter,
+        )  # fmt: skip
     run.class_weights = class_weights
     return run
 
@@ -320,6 +377,9 @@ def update_annotation(
     every image's weights follow (border terms kept). Nothing changes if the
     new annotations are refused.
 
+    In a run on resized images (`resize.ResizedTrainingRun`) the new
+    annotations are resized as the image was at the start.
+
     Raises
     ------
     ValueError
@@ -327,6 +387,8 @@ def update_annotation(
         the network, or that leave a single class.
     """
     targets = targets or TargetConfig()
+    if 0 <= index < len(run.targets) and resized_target_shape(run, index) is not None:
+        item = item.resized(run.factors[index])  # type: ignore[attr-defined]
     classes, n_classes = item.classes()
     if not 0 <= index < len(run.targets) or classes.shape != run.targets[index].shape:
         raise ValueError(f"{item.name}: these annotations belong to no image being trained on")

@@ -13,6 +13,7 @@ from ..config import TargetConfig
 from ..model.files import ModelInfo
 from ..predict.scale import typical_object_diameter
 from .pipeline import AnnotatedImage
+from .resize import ResizedTrainingRun
 from .run import TrainingRun
 
 
@@ -91,7 +92,11 @@ def trained_model_info(
         class-weight rule and weights, the seed and steps done;
         ``provenance`` the images used and the starting model; ``metrics``
         every validation; ``object_diameter`` the typical object size of the
-        annotations (the base model's if they hold no objects).
+        annotations (the base model's if they hold no objects). A run on
+        resized images (`resize.ResizedTrainingRun`) learnt objects of the
+        diameter it resized to: that is ``object_diameter``, and
+        ``training["object_size"]`` records it with the diameter of the
+        annotations as painted and each image's resize factor.
     """
     targets = targets or TargetConfig()
     model = run.model
@@ -117,6 +122,18 @@ def trained_model_info(
         "python_version": platform.python_version(),
         **(training or {}),
     }
+    diameter = training_object_diameter(run, annotations)
+    if isinstance(run, ResizedTrainingRun):
+        annotated = diameter if annotations is not None else run.annotation_diameter
+        record["object_size"] = {
+            "trained_at_object_diameter": round(run.trained_diameter, 2),
+            "annotation_object_diameter": None if annotated is None else round(annotated, 2),
+            "image_resize_factors": [round(f, 4) for f in run.factors],
+            "how": "each image of objects resized so the median diameter of its annotated "
+            "objects matched the starting model's; previews and validation on the images "
+            "as annotated",
+        }
+        diameter = run.trained_diameter  # what the network saw
     origin = {
         "started_from": started_from,
         "base_model": None if base is None else base.provenance,
@@ -143,8 +160,7 @@ def trained_model_info(
         training=record,
         provenance=origin,
         metrics=measured,
-        object_diameter=training_object_diameter(run, annotations)
-        or (None if base is None else base.object_diameter),
+        object_diameter=diameter or (None if base is None else base.object_diameter),
         pixel_size=None if pixel_size is None else float(pixel_size),
     )
 

@@ -26,6 +26,7 @@ def first_batch(
     settings: TrainingSettings,
     seed: int,
     targets: TargetConfig,
+    resize_to_diameter: float | None = None,
 ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray, int]]:
     """Build the run as Start does and draw its first batch of augmented patches.
 
@@ -36,7 +37,9 @@ def first_batch(
         scribbles, 0 where not annotated (N, h, w); and the input pixel under
         class pixel 0 (the network's output offset).
     """
-    run = yield from prepare_training(model, [item], (), settings, seed, targets)
+    run = yield from prepare_training(
+        model, [item], (), settings, seed, targets, resize_to_diameter
+    )
     images, classes, _ = run.batch()
     return images[:, 0].cpu().numpy(), classes.cpu().numpy().astype(np.int32) + 1, run.offset
 
@@ -111,8 +114,9 @@ class DataViews(Container):
         except (ValueError, OSError) as error:  # a ModelFileError is a ValueError
             self._fail(str(error))
             return
+        diameter = None if base is None else base.object_diameter
         self.task.start(
-            first_batch, model, item, settings, seed, targets,
+            first_batch, model, item, settings, seed, targets, diameter,
             on_result=lambda batch: self._show_patches(*batch, pair),
             message="Drawing augmented patches…",
         )  # fmt: skip
