@@ -133,10 +133,10 @@ class TrainingRun:
             if settings.mixed_precision is not None
             else self.device.type == "cuda"
         )
-        self.channels_last = (
+        self.channels_last = (  # 1.16x per step on one CPU thread (benchmarks/README.md)
             settings.channels_last
             if settings.channels_last is not None
-            else self.device.type == "cuda"
+            else self.device.type in ("cuda", "cpu")
         )
         if self.channels_last:
             model.to(memory_format=torch.channels_last)

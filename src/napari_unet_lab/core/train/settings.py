@@ -36,7 +36,7 @@ class TrainingSettings:
     patience: int = 0  # validations without improvement before stopping early; 0: never
     freeze_encoder: bool = False  # train only the decoder and head (fine-tuning)
     mixed_precision: bool | None = None  # None: on for CUDA, off elsewhere
-    channels_last: bool | None = None  # memory layout for convolutions; None: on for CUDA
+    channels_last: bool | None = None  # memory layout for convolutions; None: on, not on MPS
     normalization: dict[str, Any] = field(
         default_factory=lambda: dict(DEFAULT_NORMALIZATION)
     )  # intensity mapping; the model file stores the same, for prediction
