@@ -14,7 +14,7 @@ validation stay on the user's pixel grid, so a live preview lies on its layer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from scipy.ndimage import map_coordinates
@@ -27,6 +27,7 @@ from .validation import (
     Preview,
     ValidationScores,
     class_map,
+    pooled_scores,
     predict_probabilities,
     region_preview,
 )
@@ -205,28 +206,17 @@ class ResizedTrainingRun(TrainingRun):
         """Return the scores on the validation images, on their own pixel grid (None without)."""
         if not self.validation:
             return None
-        n_classes = self.model.config.n_classes
-        intersection = np.zeros(n_classes, dtype=np.int64)
-        union = np.zeros(n_classes, dtype=np.int64)
         factors = self.validation_factors or [1.0] * len(self.validation)
-        for (image, target), factor in zip(self.validation, factors, strict=True):
-            truth = class_map(target)
-            resized = image if factor == 1 else resized_training_image(image, factor)
-            probabilities = predict_probabilities(self.model, resized, self.settings.normalization)
-            predicted = resized_back(probabilities, truth.shape).argmax(axis=0)
-            annotated = truth >= 0
-            predicted, truth = predicted[annotated], truth[annotated]
-            # pooled as validation.validation_scores pools them
-            for c in range(1, n_classes):
-                is_predicted, is_true = predicted == c, truth == c
-                intersection[c] += np.count_nonzero(is_predicted & is_true)
-                union[c] += np.count_nonzero(is_predicted | is_true)
-        iou = [intersection[c] / union[c] if union[c] else 1.0 for c in range(1, n_classes)]
-        dice = [
-            2 * intersection[c] / (intersection[c] + union[c]) if union[c] else 1.0
-            for c in range(1, n_classes)
-        ]
-        return ValidationScores(float(np.mean(iou)), float(np.mean(dice)), tuple(map(float, iou)))
+
+        def predictions() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for (image, target), factor in zip(self.validation, factors, strict=True):
+                truth = class_map(target)
+                resized = image if factor == 1 else resized_training_image(image, factor)
+                normalization = self.settings.normalization
+                probabilities = predict_probabilities(self.model, resized, normalization)
+                yield resized_back(probabilities, truth.shape).argmax(axis=0), truth
+
+        return pooled_scores(predictions(), self.model.config.n_classes)
 
 
 def resized_target_shape(run: TrainingRun, index: int) -> tuple[int, int] | None:

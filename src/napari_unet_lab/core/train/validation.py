@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,13 +114,25 @@ def validation_scores(
         Pooled over all images; a class absent from both prediction and
         annotation scores 1.
     """
-    n_classes = model.config.n_classes
+    predictions = (
+        (predict_probabilities(model, image, normalization).argmax(axis=0), class_map(target))
+        for image, target in zip(images, targets, strict=True)
+    )
+    return pooled_scores(predictions, model.config.n_classes)
+
+
+def pooled_scores(
+    predictions: Iterable[tuple[np.ndarray, np.ndarray]], n_classes: int
+) -> ValidationScores:
+    """Return IoU and Dice per object class, pooled over (predicted, annotated) class maps.
+
+    Pixels annotated as negative (not annotated) are left out; a class absent
+    from both prediction and annotation scores 1.
+    """
     intersection = np.zeros(n_classes, dtype=np.int64)
     union = np.zeros(n_classes, dtype=np.int64)
-    for image, target in zip(images, targets, strict=True):
-        truth = class_map(target)
+    for predicted, truth in predictions:
         annotated = truth >= 0
-        predicted = predict_probabilities(model, image, normalization).argmax(axis=0)
         predicted, truth = predicted[annotated], truth[annotated]
         for c in range(1, n_classes):
             is_predicted, is_true = predicted == c, truth == c
