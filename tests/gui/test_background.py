@@ -320,7 +320,10 @@ def test_messages_start_with_a_capital_unless_they_start_with_a_name(
     widget.task.fail(message)
     assert errors == [shown] and widget.status.value == shown
 
+    connected = threading.Event()
+
     def report():
+        connected.wait(10)  # the test listens before the first record, however loaded the machine
         yield Progress(0, 2, message)
         time.sleep(0.2)
         yield Progress(1, 2, "done")
@@ -328,5 +331,6 @@ def test_messages_start_with_a_capital_unless_they_start_with_a_name(
     seen = []
     widget.task.start(report, on_result=widget.results.append, message="Working…")
     widget.task.worker.yielded.connect(lambda _record: seen.append(widget.status.value))
+    connected.set()
     _wait_until_ended(qtbot, widget)
     assert seen[0] == shown  # progress messages follow the same rule
