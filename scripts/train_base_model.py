@@ -19,12 +19,13 @@ Usage (from the repository root; one thread and low priority leave the machine f
     nohup .venv/bin/python scripts/train_base_model.py --threads 1 --steps 2400 \
         --batch-size 4 --learning-rate 1e-3 --seed 0 --max-minutes 110 > /tmp/train_base.log 2>&1 &
 
-The broader model (see ``nuclei.training.json`` for its exact command) goes on from
-the BBBC039 model::
+The broader model ``nuclei_broad`` (``nuclei_broad.training.json`` records its exact
+command; it was written as ``nuclei`` to a scratch folder and renamed) goes on from the
+BBBC039 model::
 
     nohup .venv/bin/python scripts/train_base_model.py --datasets bbbc039 dsb2018 \
         --start-from src/napari_unet_lab/models/nuclei.json --object-diameter 28.2 \
-        --zoom 0.25 --invert-contrast 0.3 --threads 1 --minutes 100 \
+        --zoom 0.25 --invert-contrast 0.3 --threads 1 --minutes 95 --name nuclei_broad \
         --scratch /work/train-scratch/broad > /tmp/train_broad.log 2>&1 &
 
 The BBBC039-only model took 62 minutes of training (1.5 s per step on one CPU thread, the
