@@ -113,6 +113,7 @@ class BackgroundTask:
         self.worker = None
         self._napari_progress = None
         self._closed = False  # the dock or the viewer was closed: leave the widget alone
+        self._showing, self._waiting_record = False, None  # progress shown one record at a time
         self._watched_dock: QDockWidget | None = None
         self.cancel_button.enabled = False
         self.progress_bar.visible = False
@@ -177,6 +178,7 @@ class BackgroundTask:
     def fail(self, message: str) -> None:
         """Tell the user what went wrong, in the status line and a notification."""
         message = sentence(message)
+        self._waiting_record = None  # a progress record waiting to be shown is older news
         self.status.value = message
         show_error(message)
 
@@ -216,6 +218,21 @@ class BackgroundTask:
     def _show_progress(self, record: Progress) -> None:
         if self.closed or not hasattr(record, "fraction"):  # previews: the widget's business
             return
+        if self._showing:
+            # napari's progress bar processes events while it redraws: a record arriving then
+            # waits for this one to be shown instead of nesting (a flood of records used to
+            # recurse until Python gave up)
+            self._waiting_record = record
+            return
+        self._showing = True
+        try:
+            while record is not None:
+                self._show_record(record)
+                record, self._waiting_record = self._waiting_record, None
+        finally:
+            self._showing = False
+
+    def _show_record(self, record: Progress) -> None:
         self.progress_bar.value = int(1000 * record.fraction)
         if record.message:
             self.status.value = sentence(record.message)
@@ -245,11 +262,12 @@ class BackgroundTask:
             self.fail(f"{self.activity} failed unexpectedly: {text or type(error).__name__}")
 
     def _show_cancelled(self) -> None:
+        self._waiting_record = None
         if not self.closed:
             self.status.value = "Cancelled; no layers were changed."
 
     def _finish(self) -> None:
-        self.worker = None
+        self.worker, self._waiting_record = None, None
         if self._napari_progress is not None:
             self._napari_progress.close()
             self._napari_progress = None
