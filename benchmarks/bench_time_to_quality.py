@@ -8,9 +8,11 @@ wall time have passed since the user pressed Start (preparation included). Scori
 clock. Two arms run side by side in one command, on the same machine, for several seeds:
 
 - ``today``: the Train widget's defaults before time budgets, 400 steps of 4 patches of
-  252 px with a cosine over the steps (cut at the last checkpoint, as a user would stop it);
+  252 px with a cosine over the steps (cut at the last checkpoint, as a user would stop it),
+  a new network of 32 base channels at a learning rate of 1e-3;
 - ``new``: the defaults now, a time budget (``--budget-minutes``, default the last
-  checkpoint) with the cosine over the share of it spent.
+  checkpoint) with the cosine over the share of it spent, a new network of
+  `UNetConfig.new_network` (16 base channels) at `NEW_NETWORK_RATE` (3e-3).
 
 ``--today KEY=VALUE`` and ``--new KEY=VALUE`` change either arm's `TrainingSettings` (values
 as JSON: ``--new patch_size=124 batch_size=8``), so each lever can be measured the same way.
@@ -54,13 +56,16 @@ from benchmarks.time_to_quality_scenarios import (
     scenario_b,
     scenario_c,
 )
-from napari_unet_lab.core.config import TargetConfig
+from napari_unet_lab.core.config import TargetConfig, UNetConfig
 from napari_unet_lab.core.progress import run_to_end
 from napari_unet_lab.core.train import TrainingSettings, prepare_training
+from napari_unet_lab.core.train.settings import NEW_NETWORK_RATE
 
 CHECKPOINT_MINUTES = (0.5, 1, 2, 3, 5, 10)
 # the Train widget's defaults before time budgets (gui/train/options.py at 872ea61)
 TODAY = {"steps": 400, "batch_size": 4, "patch_size": 252, "learning_rate": 1e-3}
+# a new network of each arm (fine-tuning scenarios start from their model instead)
+NETWORKS = {"today": UNetConfig(), "new": UNetConfig.new_network()}
 # --quick: a smoke run of seconds, not a measurement
 QUICK = {"batch_size": 1, "patch_size": 92}
 
@@ -79,6 +84,7 @@ def settings_overrides(items: list[str]) -> dict[str, Any]:
 
 def run_arm(
     settings: TrainingSettings,
+    network: UNetConfig,
     seed: int,
     checkpoints: list[float],
     scenario: Scenario,
@@ -90,7 +96,8 @@ def run_arm(
     entry: dict[str, Any] = {"seed": seed, "settings": settings.to_dict(), "points": []}
     entries.append(entry)
     entry["load_average_before"] = list(os.getloadavg())
-    model, info = scenario.start(seed, device)
+    model, info = scenario.start(seed, device, network)
+    entry["network"] = model.config.to_dict()
     started = time.perf_counter()  # the user presses Start
     preparing = prepare_training(model, scenario.items, (), settings, seed, TargetConfig())
     run = run_to_end(preparing)
@@ -128,7 +135,11 @@ def run_arm(
     entry["time_left_at_a_tenth"] = tenth
     entry["steps"], entry["training_seconds"] = run.step, round(run.timing.spent, 2)
     for at in waiting:  # the run ended before: later checkpoints have its final network
-        score(at, preparation + run.timing.spent, run.step)
+        last = entry["points"][-1] if entry["points"] else None
+        if last is not None and last["step"] == run.step:  # the same network: same scores
+            entry["points"].append({**last, "checkpoint_seconds": at, "scoring_seconds": 0.0})
+        else:
+            score(at, preparation + run.timing.spent, run.step)
         entry["points"][-1]["after_the_end"] = True
     entry["load_average_after"] = list(os.getloadavg())
     save()
@@ -210,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     today, new = settings_overrides(args.today), settings_overrides(args.new)
     arms = {
         "today": TrainingSettings(**{**TODAY, **start, **quick, **today}),
-        "new": TrainingSettings(**{"minutes": budget, **start, **quick, **new}),
+        "new": TrainingSettings(
+            **{"minutes": budget, "learning_rate": NEW_NETWORK_RATE, **start, **quick, **new}
+        ),
     }
     record: dict[str, Any] = {
         "machine": describe_machine(device),
@@ -227,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:  # arms alternate, so both see the same machine load
         for name in args.arms:
             print(f"--- {name}, seed {seed}", flush=True)
-            run_arm(arms[name], seed, checkpoints, scenario, device, record["arms"][name], save)
+            run_arm(
+                arms[name], NETWORKS[name], seed, checkpoints, scenario, device,
+                record["arms"][name], save,
+            )  # fmt: skip
     summary = ap50_by_checkpoint(record["arms"], checkpoints, record.get("baseline"))
     record["ap50_by_checkpoint"] = summary
     save()

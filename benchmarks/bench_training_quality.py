@@ -79,13 +79,19 @@ def evaluate(
     }
 
 
-def starting_model(start: str, seed: int, device: torch.device) -> tuple[UNet, ModelInfo]:
-    """Return the network to train: the shipped base model, or a fresh light U-Net."""
+def starting_model(
+    start: str, seed: int, device: torch.device, network: UNetConfig | None = None
+) -> tuple[UNet, ModelInfo]:
+    """Return the network to train: the shipped base model, or a fresh `network`.
+
+    A fresh network is the light U-Net (``UNetConfig()``) unless `network` says otherwise.
+    """
     if start == "base":
         model, info = load_model(builtin_models()["nuclei"])
         return model.to(device), info
-    model = randomly_initialised(UNetConfig(), seed)
-    return model.to(device), ModelInfo(UNetConfig(), ["background", "nucleus"])
+    network = network or UNetConfig()
+    model = randomly_initialised(network, seed)
+    return model.to(device), ModelInfo(network, ["background", "nucleus"])
 
 
 def run_condition(

@@ -25,15 +25,16 @@ from skimage.morphology import disk, skeletonize
 
 from benchmarks.bench_training_quality import DATA, evaluate, read_split, starting_model
 from benchmarks.machine import ROOT
+from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.images import channels_first
 from napari_unet_lab.core.metrics import segmentation_scores
 from napari_unet_lab.core.model.files import ModelInfo, builtin_models, load_model, model_paths
 from napari_unet_lab.core.model.unet import UNet
 from napari_unet_lab.core.predict.segment import segment
 from napari_unet_lab.core.train import AnnotatedImage, TrainingRun, trained_model_info
+from napari_unet_lab.core.train.settings import FINE_TUNING_RATE
 
 DSB = ROOT.parent / "shared" / "data" / "dsb2018_train"
-FINE_TUNING_RATE = 5e-4  # the Train widget's automatic rate when it starts from a model file
 # Kinds of DSB image, told apart by index.json alone (shape, grayscale, median_object_area);
 # `bench_object_size.image_kind` (pixel statistics) puts each group in the kind named here.
 DSB_KINDS: dict[str, tuple[str, Callable[[dict], bool]]] = {
@@ -60,7 +61,9 @@ class Scenario:
 
     description: str
     items: list[AnnotatedImage]  # the annotations, as the Train widget hands them to the core
-    start: Callable[[int, torch.device], tuple[UNet, ModelInfo]]  # seed, device -> network
+    # seed, device, a new network's configuration -> the network to train (fine-tuning
+    # scenarios start from their model and ignore the configuration)
+    start: Callable[[int, torch.device, UNetConfig], tuple[UNet, ModelInfo]]
     score: Callable[[TrainingRun, ModelInfo], dict[str, Any]]  # the run's network, scored
     settings: dict[str, Any] = field(default_factory=dict)  # TrainingSettings the start needs
     record: dict[str, Any] = field(default_factory=dict)  # what else the report keeps
@@ -201,7 +204,9 @@ def scenario_a(val_images: int | None) -> Scenario:
     return Scenario(
         description="a: from scratch on 3 BBBC039 train images, scored on the val split",
         items=[AnnotatedImage(image, labels, "objects", name=n) for n, image, labels in train],
-        start=lambda seed, device: _moved(starting_model("scratch", seed, device)),
+        start=lambda seed, device, network: _moved(
+            starting_model("scratch", seed, device, network)
+        ),
         score=lambda run, info: evaluate(run.model, info, validation),
         record={"training_images": [n for n, _, _ in train], "validation_images": len(validation)},
     )
@@ -239,7 +244,7 @@ def scenario_b(kind: str, val_images: int | None, train_images: int = 3) -> Scen
         description=f"b: the built-in model fine-tuned on {len(train)} DSB 2018 train images "
         f"of one kind ({kind}: {DSB_KINDS[kind][0]}), scored on the val images of that kind",
         items=items,
-        start=lambda seed, device: _moved(load_model(path), device),
+        start=lambda seed, device, network: _moved(load_model(path), device),
         score=score,
         settings={"learning_rate": FINE_TUNING_RATE, "normalization": base_info.normalization},
         record={
@@ -273,10 +278,10 @@ def scenario_c(
         settings = {"learning_rate": FINE_TUNING_RATE,
                     "normalization": load_model(path)[1].normalization}  # fmt: skip
 
-    def starting(seed: int, device: torch.device) -> tuple[UNet, ModelInfo]:
+    def starting(seed: int, device: torch.device, network: UNetConfig) -> tuple[UNet, ModelInfo]:
         if start == "builtin":
             return _moved(load_model(path), device)
-        return _moved(starting_model("scratch", seed, device))
+        return _moved(starting_model("scratch", seed, device, network))
 
     return Scenario(
         description=f"c: scribbles drawn from the ground truth of one BBBC039 train image "

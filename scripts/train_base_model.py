@@ -149,6 +149,17 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     parser.add_argument("--limit-images", type=int, default=None, help="for quick trials")
+    parser.add_argument(
+        "--bbbc039-copies",
+        type=int,
+        default=1,
+        help="draw BBBC039 patches this many times as often",
+    )
+    parser.add_argument(
+        "--skip-validation",
+        action="store_true",
+        help="save without scoring the val splits (scored later, e.g. where the data is)",
+    )
     return parser.parse_args(argv)
 
 
@@ -235,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     names, images, labels = [], [], []
     if "bbbc039" in args.datasets:
         names, images, labels = read_split(args.data / "train", args.limit_images)
+        # patches are drawn from the images evenly: copies weigh BBBC039 against DSB 2018
+        copies = range(args.bbbc039_copies)
+        names = [f"{n} (copy {c + 1})" if c else n for c in copies for n in names]
+        images, labels = images * args.bbbc039_copies, labels * args.bbbc039_copies
     if "dsb2018" in args.datasets:
         more = read_dsb_split(args.dsb_data, "train", args.limit_images)
         names, images, labels = names + more[0], images + more[1], labels + more[2]
@@ -365,9 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     diameter = "auto" if info.object_diameter else None
     started = time.perf_counter()
     log(f"validating on the BBBC039 val split (object diameter {diameter})")
+    if args.skip_validation:
+        val_names, val_images, val_labels = [], [], []
     bbbc = score_split(model, info, val_names, val_images, val_labels, args.device, diameter)
     splits = {"bbbc039_val": bbbc}
-    if broad:
+    if broad and not args.skip_validation:
         log("validating on the DSB 2018 val split")
         dsb_names, dsb_images, dsb_labels = read_dsb_split(args.dsb_data, "val", args.limit_images)
         splits["dsb2018_val"] = score_split(

@@ -18,6 +18,7 @@ from benchmarks.time_to_quality_scenarios import (
 )
 from scipy import ndimage
 
+from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.train import training_target
 
 
@@ -167,5 +168,6 @@ def test_scenario_c_trains_on_scribbles_of_one_image():
     assert rule["nucleus_pixels"] == np.count_nonzero(item.annotation == 2)
     assert rule["annotated_share"] < 0.02  # a few strokes on a 520 x 696 image
     assert scenario.settings == {}  # a new network: the new-network rate, default mapping
-    model, info = scenario.start(0, torch.device("cpu"))
+    model, info = scenario.start(0, torch.device("cpu"), UNetConfig.new_network())
+    assert model.config == UNetConfig.new_network()
     assert info.class_names == ["background", "nucleus"]

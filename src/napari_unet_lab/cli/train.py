@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.config import NEW_NETWORK_CHANNELS
 from ..core.model.files import ModelFileError, ModelInfo, model_paths
 from ..core.model.unet import UNet, randomly_initialised
 from ..core.train import (
@@ -26,7 +27,12 @@ from ..core.train import (
     prepare_training,
     trained_model_info,
 )
-from ..core.train.settings import DEFAULT_MINUTES, DEFAULT_PATIENCE
+from ..core.train.settings import (
+    DEFAULT_MINUTES,
+    DEFAULT_PATIENCE,
+    FINE_TUNING_RATE,
+    NEW_NETWORK_RATE,
+)
 from .common import (
     EXIT_OK,
     PROG,
@@ -104,8 +110,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--base-channels",
         type=integer_at_least(1),
-        default=32,
-        help="new model: channels at full resolution (default: 32)",
+        default=NEW_NETWORK_CHANNELS,
+        help=f"new model: channels at full resolution (default: {NEW_NETWORK_CHANNELS})",
     )
     parser.add_argument(
         "--padding",
@@ -140,8 +146,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     add(
         "--learning-rate",
         type=positive_number,
-        default=1e-3,
-        help="Adam step size at the start (default: 0.001)",
+        default=None,
+        help=f"Adam step size at the start (default: {NEW_NETWORK_RATE:g} for a new model, "
+        f"{FINE_TUNING_RATE:g} with --from)",
     )
     add("--seed", type=seed, default=0, help="seed of all randomness, 0 or more (default: 0)")
     add("--validation-images", type=Path, help="held-out images or folder")
@@ -359,7 +366,8 @@ def _settings(args: argparse.Namespace, normalization: dict[str, Any]) -> Traini
             minutes=minutes,
             batch_size=args.batch_size,
             patch_size=args.patch_size,
-            learning_rate=args.learning_rate,
+            learning_rate=args.learning_rate
+            or (FINE_TUNING_RATE if getattr(args, "base", None) else NEW_NETWORK_RATE),
             validate_every=args.validate_every,
             patience=args.patience,
             loss=args.loss,

@@ -8,11 +8,14 @@ from ...core.config import AugmentationConfig, TargetConfig
 from ...core.device import available_devices
 from ...core.model.files import ModelInfo
 from ...core.train import LOSSES, TrainingSettings
-from ...core.train.settings import DEFAULT_MINUTES, DEFAULT_PATIENCE
+from ...core.train.settings import (
+    DEFAULT_MINUTES,
+    DEFAULT_PATIENCE,
+    FINE_TUNING_RATE,
+    NEW_NETWORK_RATE,
+)
 from ..docks import status_line
 
-NEW_NETWORK_RATE = 1e-3  # learning rates when left at 0 (automatic)
-FINE_TUNING_RATE = 5e-4
 MINUTES, STEPS = "minutes", "steps"  # what "Train for" counts
 
 

@@ -104,7 +104,7 @@ def starting_model(
         origin = start.origin if "go on" in start.origin else f"{start.origin} (go on)"
         return model, start.base, origin
     if choice == NEW_NETWORK:
-        config = UNetConfig(in_channels=channels)
+        config = UNetConfig.new_network(in_channels=channels)
         return randomly_initialised(config, seed), None, "a new network"
     model, info = chooser.load()
     if not _takes(info.config.in_channels, channels, rgb):
