@@ -28,7 +28,13 @@ from benchmarks.machine import ROOT
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.images import channels_first
 from napari_unet_lab.core.metrics import segmentation_scores
-from napari_unet_lab.core.model.files import ModelInfo, builtin_models, load_model, model_paths
+from napari_unet_lab.core.model.files import (
+    DEFAULT_MODEL,
+    ModelInfo,
+    builtin_models,
+    load_model,
+    model_paths,
+)
 from napari_unet_lab.core.model.unet import UNet
 from napari_unet_lab.core.predict.segment import segment
 from napari_unet_lab.core.train import AnnotatedImage, TrainingRun, trained_model_info
@@ -222,7 +228,7 @@ def scenario_b(kind: str, val_images: int | None, train_images: int = 3) -> Scen
     session), and its files' sha256 recorded; its scores before fine-tuning, with the
     object diameter "auto" and as trained, are the baseline.
     """
-    path = builtin_models()["nuclei"]
+    path = builtin_models()[DEFAULT_MODEL]
     base, base_info = load_model(path)
     train = dsb_images(kind, "train")[:train_images]
     validation = dsb_images(kind, "val", val_images)
@@ -272,7 +278,7 @@ def scenario_c(
     name, pixels, labels = read_split(DATA / "train", image + 1)[image]
     scribbles = scribbles_from_labels(labels, rng, **rule)
     validation = read_split(DATA / "val", val_images)
-    path = builtin_models()["nuclei"]
+    path = builtin_models()[DEFAULT_MODEL]
     settings = {}
     if start == "builtin":
         settings = {"learning_rate": FINE_TUNING_RATE,

@@ -156,6 +156,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="draw BBBC039 patches this many times as often",
     )
     parser.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="score the model of --start-from on the val splits and save it with its scores",
+    )
+    parser.add_argument(
         "--skip-validation",
         action="store_true",
         help="save without scoring the val splits (scored later, e.g. where the data is)",
@@ -230,6 +235,93 @@ def score_split(
     }
 
 
+def validated(
+    model: torch.nn.Module, info: ModelInfo, args: argparse.Namespace, broad: bool
+) -> tuple[dict, float]:
+    """Score the val splits and record the scores in `info.metrics`.
+
+    Scored as a user gets it: with the automatic object diameter where the model records
+    one. Returns the scores by split (per image too) and the seconds they took.
+    """
+    diameter = "auto" if info.object_diameter else None
+    started = time.perf_counter()
+    splits = {}
+    if not args.skip_validation:
+        log(f"validating on the BBBC039 val split (object diameter {diameter})")
+        val = read_split(args.data / "val", args.limit_images)
+        splits["bbbc039_val"] = score_split(model, info, *val, args.device, diameter)
+        info.provenance["validation_images"] = val[0]
+    if broad and not args.skip_validation:
+        log("validating on the DSB 2018 val split")
+        dsb = read_dsb_split(args.dsb_data, "val", args.limit_images)
+        splits["dsb2018_val"] = score_split(model, info, *dsb, args.device, diameter)
+    for split, scored in splits.items():
+        log(
+            f"{split}: pixel IoU {scored['pixel_iou']:.4f}, AP@0.5 {scored['ap50']:.4f}, "
+            f"mean AP {scored['mean_ap']:.4f} (per-image means)"
+        )
+    bbbc = splits.get("bbbc039_val")
+    if bbbc is not None:
+        info.metrics.update(
+            {
+                "val_pixel_iou": round(bbbc["pixel_iou"], 4),
+                "val_pixel_iou_mean_per_image": round(
+                    float(np.mean(list(bbbc["per_image_iou"].values()))), 4
+                ),
+                "val_images": len(bbbc["per_image_iou"]),
+                "val_ap50": round(bbbc["ap50"], 4),
+                "val_mean_ap": round(bbbc["mean_ap"], 4),
+            }
+        )
+    info.metrics.update(
+        {
+            "object_diameter_when_scored": diameter,
+            **{
+                f"{split}_{key}": round(scored[key], 4)
+                for split, scored in splits.items()
+                if split != "bbbc039_val"
+                for key in ("pixel_iou", "ap50", "mean_ap")
+            },
+            "definition": "pixel IoU: objects found against labels > 0, pooled over the val "
+            "images; AP = TP / (TP + FP + FN) of the objects at IoU 0.5 (and averaged over "
+            "0.5:0.95), mean over the val images",
+        }
+    )
+    return splits, time.perf_counter() - started
+
+
+def per_image(splits: dict) -> dict:
+    """Return the per-image scores of every split, as the training record keeps them."""
+    return {
+        f"{split}_{what}_per_image": scored[f"per_image_{what}"]
+        for split, scored in splits.items()
+        for what in ("iou", "ap50", "mean_ap")
+    }
+
+
+def validate_only(args: argparse.Namespace) -> int:
+    """Score the model of ``--start-from`` on the val splits; save it with the scores.
+
+    For a model trained where the val data was not (``--skip-validation``, e.g. on a lent
+    GPU): its metrics and its training record (beside it, if there) get the scores.
+    """
+    model, info = load_model(args.start_from)
+    broad = "dsb2018" in info.training.get("datasets", args.datasets)
+    splits, seconds = validated(model, info, args, broad)
+    args.output.mkdir(parents=True, exist_ok=True)
+    json_path = save_model(args.output / args.name, model, info, overwrite=True)
+    record_path = args.start_from.with_name(f"{args.start_from.stem}.training.json")
+    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    record["model"] = json_path.name
+    record.setdefault("timings_seconds", {})["validation"] = round(seconds, 1)
+    record["validated_by"] = "python scripts/train_base_model.py " + " ".join(sys.argv[1:])
+    record.update(per_image(splits))
+    out = args.output / f"{args.name}.training.json"
+    out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    log(f"saved {json_path}, {out}")
+    return 0
+
+
 def log(message: str) -> None:
     """Print a line with the time, at once."""
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
@@ -239,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     """Train, validate and save the built-in model."""
     args = parse_arguments(argv)
     torch.set_num_threads(args.threads)
+    if args.validate_only:
+        return validate_only(args)
     wall_started = time.perf_counter()
     args.scratch.mkdir(parents=True, exist_ok=True)
     checkpoint_path = args.scratch / "checkpoint.pt"
@@ -339,7 +433,6 @@ def main(argv: list[str] | None = None) -> int:
 
     wall_seconds = time.perf_counter() - wall_started
     step_times = np.diff([0.0, *step_seconds])
-    val_names, val_images, val_labels = read_split(args.data / "val", args.limit_images)
     broad = "dsb2018" in args.datasets
     started_from = None if base is None else f"{args.start_from.name} ({base.name})"
     info = trained_model_info(
@@ -347,7 +440,6 @@ def main(argv: list[str] | None = None) -> int:
         args.name,
         seed=args.seed,
         images=names,
-        validation_images=val_names,
         targets=targets,
         class_names=CLASS_NAMES,
         base=base,
@@ -376,47 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         provenance={**PROVENANCE, **({"more_data": DSB_PROVENANCE} if broad else {})},
     )
 
-    # scored as a user gets it: the automatic object diameter where the model records one
-    diameter = "auto" if info.object_diameter else None
-    started = time.perf_counter()
-    log(f"validating on the BBBC039 val split (object diameter {diameter})")
-    if args.skip_validation:
-        val_names, val_images, val_labels = [], [], []
-    bbbc = score_split(model, info, val_names, val_images, val_labels, args.device, diameter)
-    splits = {"bbbc039_val": bbbc}
-    if broad and not args.skip_validation:
-        log("validating on the DSB 2018 val split")
-        dsb_names, dsb_images, dsb_labels = read_dsb_split(args.dsb_data, "val", args.limit_images)
-        splits["dsb2018_val"] = score_split(
-            model, info, dsb_names, dsb_images, dsb_labels, args.device, diameter
-        )
-    validation_seconds = time.perf_counter() - started
-    for split, scored in splits.items():
-        log(
-            f"{split}: pixel IoU {scored['pixel_iou']:.4f}, AP@0.5 {scored['ap50']:.4f}, "
-            f"mean AP {scored['mean_ap']:.4f} (per-image means)"
-        )
-    info.metrics.update(
-        {
-            "val_pixel_iou": round(bbbc["pixel_iou"], 4),
-            "val_pixel_iou_mean_per_image": round(
-                float(np.mean(list(bbbc["per_image_iou"].values()))), 4
-            ),
-            "val_images": len(val_names),
-            "val_ap50": round(bbbc["ap50"], 4),
-            "val_mean_ap": round(bbbc["mean_ap"], 4),
-            "object_diameter_when_scored": diameter,
-            **{
-                f"{split}_{key}": round(scored[key], 4)
-                for split, scored in splits.items()
-                if split != "bbbc039_val"
-                for key in ("pixel_iou", "ap50", "mean_ap")
-            },
-            "definition": "pixel IoU: objects found against labels > 0, pooled over the val "
-            "images; AP = TP / (TP + FP + FN) of the objects at IoU 0.5 (and averaged over "
-            "0.5:0.95), mean over the val images",
-        }
-    )
+    splits, validation_seconds = validated(model, info, args, broad)
     args.output.mkdir(parents=True, exist_ok=True)
     json_path = save_model(args.output / args.name, model, info, overwrite=True)
     record = {
@@ -432,11 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         "loss_per_step": [float(f"{loss:.5g}") for loss in run.losses],
         "training_seconds_after_step": [round(s, 1) for s in step_seconds],
         "resize_factors": {name: round(f, 4) for name, f in factors.items()},
-        **{
-            f"{split}_{what}_per_image": scored[f"per_image_{what}"]
-            for split, scored in splits.items()
-            for what in ("iou", "ap50", "mean_ap")
-        },
+        **per_image(splits),
     }
     record_path = args.output / f"{args.name}.training.json"
     record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

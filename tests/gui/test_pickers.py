@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_unet_lab.core.model.files import builtin_models
+from napari_unet_lab.core.model.files import DEFAULT_MODEL, builtin_models
 from napari_unet_lab.gui.inspect_widget import InspectWidget
 from napari_unet_lab.gui.pickers import LayerPicker, annotation_match
 from napari_unet_lab.gui.predict_widget import PredictWidget
@@ -42,15 +42,15 @@ def test_the_first_segment_after_open_sample_just_works(qtbot, viewer, errors):
     assert widget.image.value is None
     image, truth = viewer.open_sample("napari-unet-lab", "nuclei")
     assert widget.image.value is image
-    assert widget.model.path == builtin_models()["nuclei"]
+    assert widget.model.path == builtin_models()[DEFAULT_MODEL]
 
     widget.run_button.changed.emit(True)  # as a click does
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert errors == []
-    objects = viewer.layers["nuclei_1 objects (nuclei)"]
+    objects = viewer.layers[f"nuclei_1 objects ({DEFAULT_MODEL})"]
     assert objects.data.shape == image.data.shape and objects.data.max() > 50
     assert widget.status.value.startswith("Found ")
-    assert " objects in nuclei_1 with nuclei." in widget.status.value
+    assert f" objects in nuclei_1 with {DEFAULT_MODEL}." in widget.status.value
 
 
 def test_a_widget_opened_after_the_sample_preselects_it(viewer):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
+from napari_unet_lab.core.model.files import DEFAULT_MODEL
 from napari_unet_lab.gui.predict_widget import PredictWidget
 from napari_unet_lab.samples import load_sample
 
@@ -268,7 +269,7 @@ def test_automatic_object_diameter_resizes_for_the_model_and_says_so(
     viewer = make_napari_viewer()
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    assert widget.model.info.name == "nuclei" and widget.diameter_choice.value == "automatic"
+    assert widget.model.info.name == DEFAULT_MODEL and widget.diameter_choice.value == "automatic"
     assert widget.object_diameter == "auto" and widget.diameter.native.isHidden()
     image, truth = load_sample("nuclei_1")
     large = rescale(image[:160, :200].astype(np.float32), 2, order=1, preserve_range=True)
@@ -278,13 +279,13 @@ def test_automatic_object_diameter_resizes_for_the_model_and_says_so(
     _run(qtbot, widget)
 
     assert errors == []
-    objects = viewer.layers["large objects (nuclei)"]
+    objects = viewer.layers[f"large objects ({DEFAULT_MODEL})"]
     size = objects.metadata["object_size"]
     assert size["object_diameter"] == pytest.approx(true_diameter, rel=0.10)
     assert size["scale"] < 0.6  # shrunk about 2x for the network
     count = int(objects.data.max())
     assert widget.status.value == (
-        f"Found {count} objects in large with nuclei. Objects about "
+        f"Found {count} objects in large with {DEFAULT_MODEL}. Objects about "
         f"{size['object_diameter']:.0f} pixels across (estimated); the model was trained on 28, "
         f"so the image was resized {size['scale']:.2f}× for the network and the results "
         "brought back to its own size."

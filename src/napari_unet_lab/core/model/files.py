@@ -38,6 +38,9 @@ from .schema import (
 from .unet import UNet
 
 LARGEST_DESCRIPTION = 64 * 2**20  # bytes; a model's JSON file is a few kilobytes
+# the built-in model offered first: nuclei of many kinds and sizes, and on BBBC039 as good
+# as the BBBC039-only ``nuclei`` (benchmarks/README.md, "Object size and broad data")
+DEFAULT_MODEL = "nuclei_broad"
 
 
 class ModelFileError(ValueError):
@@ -286,7 +289,10 @@ def load_model(path: str | os.PathLike) -> tuple[UNet, ModelInfo]:
 
 
 def builtin_models() -> dict[str, Path]:
-    """Return the models shipped with the plugin, by name, as paths to their JSON files."""
+    """Return the models shipped with the plugin, by name, as paths to their JSON files.
+
+    The default model (`DEFAULT_MODEL`) comes first, so every list of them offers it first.
+    """
     folder = files("napari_unet_lab") / "models"
     if not folder.is_dir():
         return {}
@@ -298,7 +304,8 @@ def builtin_models() -> dict[str, Path]:
                 found[read_model_info(path).name] = path
             except ModelFileError:
                 continue  # a damaged built-in model is left out rather than breaking the list
-    return found
+    first = {DEFAULT_MODEL: found.pop(DEFAULT_MODEL)} if DEFAULT_MODEL in found else {}
+    return {**first, **found}
 
 
 def check_compatible(info: ModelInfo, in_channels: int | None = None, class_names=None) -> None:
