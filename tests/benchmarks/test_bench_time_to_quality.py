@@ -19,6 +19,7 @@ from benchmarks.time_to_quality_scenarios import (
 from scipy import ndimage
 
 from napari_unet_lab.core.config import UNetConfig
+from napari_unet_lab.core.model.files import DEFAULT_MODEL
 from napari_unet_lab.core.train import training_target
 
 
@@ -146,7 +147,7 @@ def test_scenario_b_smoke_run_writes_the_baseline_and_the_curve(tmp_path):
     assert record["kind"] == "tissue" and len(record["training_images"]) == 3
     assert len(record["validation_images"]) == 1
     digests = record["built_in_model"]["sha256"]
-    assert set(digests) == {"nuclei.json", "nuclei.safetensors"}
+    assert set(digests) == {f"{DEFAULT_MODEL}.json", f"{DEFAULT_MODEL}.safetensors"}
     assert all(len(digest) == 64 for digest in digests.values())
     assert set(record["baseline"]) == {"auto", "as trained"}
     [run] = record["arms"]["new"]

@@ -19,20 +19,17 @@ from ..core.config import NEW_NETWORK_CHANNELS
 from ..core.model.files import ModelFileError, ModelInfo, model_paths
 from ..core.model.unet import UNet, randomly_initialised
 from ..core.train import (
+    FINE_TUNING_RATE,
     LOSSES,
     MAX_CLASSES,
+    NEW_NETWORK_RATE,
     AnnotatedImage,
     TrainingSettings,
     default_class_names,
     prepare_training,
     trained_model_info,
 )
-from ..core.train.settings import (
-    DEFAULT_MINUTES,
-    DEFAULT_PATIENCE,
-    FINE_TUNING_RATE,
-    NEW_NETWORK_RATE,
-)
+from ..core.train.settings import DEFAULT_MINUTES, DEFAULT_PATIENCE
 from .common import (
     EXIT_OK,
     PROG,

@@ -19,7 +19,7 @@ from .pipeline import (
 from .provenance import default_class_names, trained_model_info
 from .records import TrainingProgress, TrainingResult
 from .run import TrainingRun, train
-from .settings import TrainingSettings
+from .settings import FINE_TUNING_RATE, NEW_NETWORK_RATE, TrainingSettings
 from .targets import (
     MAX_CLASSES,
     UNANNOTATED,
@@ -58,6 +58,8 @@ __all__ = [
     "TrainingResult",
     "TrainingRun",
     "TrainingSettings",
+    "FINE_TUNING_RATE",
+    "NEW_NETWORK_RATE",
     "TrainingTarget",
     "ValidationScores",
     "annotation_classes",
