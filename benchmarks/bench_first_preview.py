@@ -43,6 +43,7 @@ import torch
 from benchmarks.machine import ROOT, describe_machine, write_report
 from benchmarks.time_to_quality_scenarios import scribbles_from_labels
 from napari_unet_lab.core.train import TrainingRun
+from napari_unet_lab.core.train.resize import ResizedTrainingRun
 
 PLUGIN = "napari-unet-lab"
 FIRST_PREVIEW_TARGET = 15.0  # seconds from Start (issue #11, scenario c)
@@ -54,32 +55,44 @@ def loop_times() -> Iterator[list[tuple[str, float, float]]]:
     """Record (what, start, end) of every training step, preview and validation meanwhile.
 
     The training loop runs in the Train widget's worker thread; wrapping the three
-    `TrainingRun` methods it calls times it there without changing what it does.
+    `TrainingRun` methods it calls (and their overrides in `ResizedTrainingRun`, the run
+    of a fine-tuning at the model's object size) times it there without changing what it
+    does. A call inside a timed call (an override calling its parent) is not counted again.
     """
     events: list[tuple[str, float, float]] = []
     lock = threading.Lock()
+    depth = threading.local()
     timed = {"step": "train_step", "preview": "preview_training_image", "validation": "validate"}
-    originals = {name: getattr(TrainingRun, method) for name, method in timed.items()}
+    originals = [
+        (cls, what, cls.__dict__[method])
+        for cls in (TrainingRun, ResizedTrainingRun)
+        for what, method in timed.items()
+        if method in cls.__dict__
+    ]
 
     def timing(what: str, method: Callable) -> Callable:
         @functools.wraps(method)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            outermost = not getattr(depth, "value", 0)
+            depth.value = getattr(depth, "value", 0) + 1
             started = time.perf_counter()
             try:
                 return method(*args, **kwargs)
             finally:
-                with lock:
-                    events.append((what, started, time.perf_counter()))
+                depth.value -= 1
+                if outermost:
+                    with lock:
+                        events.append((what, started, time.perf_counter()))
 
         return wrapper
 
-    for what, method in originals.items():
-        setattr(TrainingRun, timed[what], timing(what, method))
+    for cls, what, method in originals:
+        setattr(cls, timed[what], timing(what, method))
     try:
         yield events
     finally:
-        for what, method in originals.items():
-            setattr(TrainingRun, timed[what], method)
+        for cls, what, method in originals:
+            setattr(cls, timed[what], method)
 
 
 def step_waits(events: list[tuple[str, float, float]]) -> dict[str, Any]:

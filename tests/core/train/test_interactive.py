@@ -75,6 +75,25 @@ def test_previews_come_after_step_one_and_every_few_steps_where_last_asked() -> 
     assert isinstance(result, TrainingResult) and result.steps == 7
 
 
+def test_a_step_that_validated_passes_its_preview_on_to_the_next_step() -> None:
+    """No step waits for a validation and a preview at once (issue #11, target c)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = UNet(UNetConfig(base_channels=4, depth=2))
+    settings = TrainingSettings(steps=7, batch_size=1, patch_size=60, validate_every=3)
+    run = run_to_end(prepare_training(model, [scribbled(0)], [scribbled(1)], settings, 0))
+    inbox = queue.SimpleQueue()
+    inbox.put(PreviewRequest(0, (slice(0, 10), slice(0, 10))))
+    records, _ = everything(train_interactively(run, inbox, preview_every=3))
+
+    validated = [r.step for r in records if isinstance(r, TrainingProgress) and r.validation]
+    assert validated == [3, 6, 7]  # every 3 steps and after the last
+    assert [r.step for r in records if isinstance(r, Preview)] == [1, 4]  # 3 and 6 moved on
+    for before, after in zip(records, records[1:], strict=False):
+        if isinstance(after, Preview):
+            assert isinstance(before, TrainingProgress) and before.validation is None
+
+
 def test_new_annotations_sent_in_are_used_from_the_next_step() -> None:
     first = scribbled()
     run = started([first])

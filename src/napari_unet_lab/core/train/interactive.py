@@ -67,7 +67,9 @@ def train_interactively(
     TrainingProgress
         After every step.
     Preview
-        Of the latest `PreviewRequest`, after step 1 and every `preview_every` steps.
+        Of the latest `PreviewRequest`, after step 1 and every `preview_every` steps; a
+        step that validated passes its preview on to the next step, so no step waits for
+        both.
     str
         A message for the user: new annotations are used, or why not yet.
 
@@ -81,6 +83,7 @@ def train_interactively(
     steps = run.run()
     pending: list[object] = []
     request: PreviewRequest | None = None
+    due = False  # a preview is owed
     try:
         while True:
             if inbox is not None:
@@ -109,8 +112,13 @@ def train_interactively(
             except StopIteration as stop:
                 return stop.value
             pending.extend(_messages((yield progress)))
-            if request is None or (progress.step != 1 and progress.step % preview_every):
+            due = request is not None and (
+                due or progress.step == 1 or progress.step % preview_every == 0
+            )
+            # a step that validated has had its wait: the preview waits for the next one
+            if not due or progress.validation is not None:
                 continue
+            due = False
             started = run.timing.clock()
             try:
                 preview = run.preview_training_image(request.index, request.region)
