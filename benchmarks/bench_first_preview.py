@@ -73,14 +73,14 @@ def loop_times() -> Iterator[list[tuple[str, float, float]]]:
     def timing(what: str, method: Callable) -> Callable:
         @functools.wraps(method)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            outermost = not getattr(depth, "value", 0)
-            depth.value = getattr(depth, "value", 0) + 1
+            level = getattr(depth, "value", 0)
+            depth.value = level + 1
             started = time.perf_counter()
             try:
                 return method(*args, **kwargs)
             finally:
                 depth.value -= 1
-                if outermost:
+                if level == 0:
                     with lock:
                         events.append((what, started, time.perf_counter()))
 

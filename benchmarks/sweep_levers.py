@@ -90,16 +90,14 @@ def lever_settings(lever: dict[str, Any], steps: int):
 
 def prepared_run(name: str, steps: int, seed: int, device: str, items):
     """Return a prepared training run of lever `name` (a fresh network) and its model info."""
+    from benchmarks.bench_training_quality import starting_model
     from napari_unet_lab.core.config import TargetConfig, UNetConfig
-    from napari_unet_lab.core.model.files import ModelInfo
-    from napari_unet_lab.core.model.unet import randomly_initialised
     from napari_unet_lab.core.progress import run_to_end
     from napari_unet_lab.core.train import prepare_training
 
     lever = LEVERS[name]
-    config = UNetConfig(**lever.get("network", {}))
-    model = randomly_initialised(config, seed).to(device)
-    info = ModelInfo(config, ["background", "nucleus"])
+    network = UNetConfig(**lever.get("network", {}))
+    model, info = starting_model("scratch", seed, torch.device(device), network)
     settings = lever_settings(lever, steps)
     run = run_to_end(prepare_training(model, items, (), settings, seed, TargetConfig()))
     warmup = lever.get("warmup", 0.0)

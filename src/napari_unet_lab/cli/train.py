@@ -29,7 +29,7 @@ from ..core.train import (
     prepare_training,
     trained_model_info,
 )
-from ..core.train.settings import DEFAULT_MINUTES, DEFAULT_PATIENCE
+from ..core.train.settings import DEFAULT_MINUTES, DEFAULT_PATIENCE, automatic_learning_rate
 from .common import (
     EXIT_OK,
     PROG,
@@ -363,8 +363,7 @@ def _settings(args: argparse.Namespace, normalization: dict[str, Any]) -> Traini
             minutes=minutes,
             batch_size=args.batch_size,
             patch_size=args.patch_size,
-            learning_rate=args.learning_rate
-            or (FINE_TUNING_RATE if getattr(args, "base", None) else NEW_NETWORK_RATE),
+            learning_rate=args.learning_rate or automatic_learning_rate(args.base is not None),
             validate_every=args.validate_every,
             patience=args.patience,
             loss=args.loss,

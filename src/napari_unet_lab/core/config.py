@@ -6,9 +6,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 Padding = Literal["valid", "same"]
-NEW_NETWORK_CHANNELS = (
-    16  # base channels of a network trained from scratch (UNetConfig.new_network)
-)
+# base channels of a network trained from scratch (UNetConfig.new_network)
+NEW_NETWORK_CHANNELS = 16
 
 
 @dataclass(frozen=True)

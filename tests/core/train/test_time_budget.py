@@ -236,3 +236,10 @@ def test_a_budget_survives_a_json_round_trip() -> None:
     settings = TrainingSettings(minutes=2.5)
     assert TrainingSettings.from_dict(settings.to_dict()) == settings
     assert settings.budget_seconds == 150.0 and TrainingSettings().budget_seconds is None
+
+
+def test_the_automatic_learning_rate_is_lower_when_fine_tuning() -> None:
+    from napari_unet_lab.core.train.settings import automatic_learning_rate
+
+    assert automatic_learning_rate(fine_tuning=False) == 3e-3  # a new 16-wide network
+    assert automatic_learning_rate(fine_tuning=True) == 5e-4

@@ -21,6 +21,11 @@ NEW_NETWORK_RATE = 3e-3
 FINE_TUNING_RATE = 5e-4
 
 
+def automatic_learning_rate(fine_tuning: bool) -> float:
+    """Return the learning rate used when none is given: lower when fine-tuning a model."""
+    return FINE_TUNING_RATE if fine_tuning else NEW_NETWORK_RATE
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     """How a network is trained."""

@@ -13,6 +13,7 @@ from ...core.train.settings import (
     DEFAULT_PATIENCE,
     FINE_TUNING_RATE,
     NEW_NETWORK_RATE,
+    automatic_learning_rate,
 )
 from ..docks import status_line
 
@@ -120,7 +121,7 @@ class TrainingOptions(Container):
 
     def training_settings(self, fine_tuning: bool, base: ModelInfo | None) -> TrainingSettings:
         """Return the training settings chosen; a model file's intensity mapping is kept."""
-        rate = self.learning_rate.value or (FINE_TUNING_RATE if fine_tuning else NEW_NETWORK_RATE)
+        rate = self.learning_rate.value or automatic_learning_rate(fine_tuning)
         extra = {"normalization": base.normalization} if base is not None else {}
         by_steps = self.train_for.value == STEPS
         return TrainingSettings(
