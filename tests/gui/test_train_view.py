@@ -78,6 +78,30 @@ def test_previews_are_on_top_in_the_annotation_colours_then_go_under_them(
     assert _names(viewer) == ["cells", "cells preview", "cells uncertainty", "strokes", "notes"]
 
 
+def test_when_training_ends_the_preview_shows_the_network_it_returns(
+    qtbot, viewer_and_widget, errors
+):
+    viewer, widget = viewer_and_widget
+    widget.settings.steps.value = 5
+    widget.settings.preview_every.value = 100  # mid-run, only the one after step 1
+    previews: list[Preview] = []
+    widget.start()
+    widget.controls.task.worker.yielded.connect(
+        lambda record: previews.append(record) if isinstance(record, Preview) else None
+    )
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert errors == []
+    assert [preview.step for preview in previews] == [1, 5]
+    last = previews[-1]
+    expected = widget.run.preview_training_image(last.index, last.region).classes
+    np.testing.assert_array_equal(last.classes, expected)
+    layer = viewer.layers["cells preview"]
+    qtbot.waitUntil(
+        lambda: np.array_equal(layer.data, np.where(expected > 0, expected + 1, 0)),
+        timeout=TIMEOUT_MS,
+    )
+
+
 def test_plot_shows_validation_from_step_0_and_marks_the_kept_step(
     qtbot, viewer_and_widget, errors
 ):

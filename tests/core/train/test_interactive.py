@@ -66,9 +66,10 @@ def test_previews_come_after_step_one_and_every_few_steps_where_last_asked() -> 
     records, result = everything(train_interactively(run, inbox, preview_every=3))
 
     kinds = ["P" if isinstance(r, Preview) else "s" for r in records]
-    assert kinds == list("sPssPsssPs")  # steps 1..7, previews after steps 1, 3 and 6
+    # steps 1..7, previews after steps 1, 3 and 6, and of the network the run returns
+    assert kinds == list("sPssPsssPsP")
     previews = [r for r in records if isinstance(r, Preview)]
-    assert [p.step for p in previews] == [1, 3, 6]
+    assert [p.step for p in previews] == [1, 3, 6, 7]
     assert all(p.region == (slice(10, 40), slice(20, 70)) and p.index == 0 for p in previews)
     assert previews[0].classes.shape == previews[0].uncertainty.shape == (30, 50)
     assert [r.step for r in records if isinstance(r, TrainingProgress)] == list(range(1, 8))
@@ -84,14 +85,36 @@ def test_a_step_that_validated_passes_its_preview_on_to_the_next_step() -> None:
     run = run_to_end(prepare_training(model, [scribbled(0)], [scribbled(1)], settings, 0))
     inbox = queue.SimpleQueue()
     inbox.put(PreviewRequest(0, (slice(0, 10), slice(0, 10))))
-    records, _ = everything(train_interactively(run, inbox, preview_every=3))
+    records, result = everything(train_interactively(run, inbox, preview_every=3))
 
     validated = [r.step for r in records if isinstance(r, TrainingProgress) and r.validation]
     assert validated == [3, 6, 7]  # every 3 steps and after the last
-    assert [r.step for r in records if isinstance(r, Preview)] == [1, 4]  # 3 and 6 moved on
-    for before, after in zip(records, records[1:], strict=False):
+    previews = [r for r in records if isinstance(r, Preview)]
+    assert [p.step for p in previews[:-1]] == [1, 4]  # 3 and 6 moved on
+    for before, after in zip(records[:-1], records[1:-1], strict=False):
         if isinstance(after, Preview):
             assert isinstance(before, TrainingProgress) and before.validation is None
+    # after the run, the network it returns: the best validation's weights
+    assert previews[-1] is records[-1] and previews[-1].step == result.best_step
+
+
+def test_the_last_preview_shows_the_network_the_run_returns() -> None:
+    """The preview layer ends on the result, not on a network some steps older."""
+    run = started([scribbled()], steps=5)
+    inbox = queue.SimpleQueue()
+    inbox.put(PreviewRequest(0, None))
+    records, result = everything(train_interactively(run, inbox, preview_every=10))
+
+    last = records[-1]
+    assert isinstance(last, Preview) and last.step == result.steps == 5
+    expected = run.preview_training_image(0, None)  # the weights stand still now
+    np.testing.assert_array_equal(last.classes, expected.classes)
+    # a run whose latest preview already shows its last step ends without another
+    run = started([scribbled()], steps=3)
+    inbox = queue.SimpleQueue()
+    inbox.put(PreviewRequest(0, None))
+    records, _ = everything(train_interactively(run, inbox, preview_every=3))
+    assert [r.step for r in records if isinstance(r, Preview)] == [1, 3]
 
 
 def test_new_annotations_sent_in_are_used_from_the_next_step() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..config import TargetConfig
 from .pipeline import AnnotatedImage, update_annotation
@@ -69,7 +69,8 @@ def train_interactively(
     Preview
         Of the latest `PreviewRequest`, after step 1 and every `preview_every` steps; a
         step that validated passes its preview on to the next step, so no step waits for
-        both.
+        both. When the run ends, one more of the network it returns, unless the latest
+        preview already shows it.
     str
         A message for the user: new annotations are used, or why not yet.
 
@@ -84,6 +85,7 @@ def train_interactively(
     pending: list[object] = []
     request: PreviewRequest | None = None
     due = False  # a preview is owed
+    shown = 0  # the step the latest preview showed
     try:
         while True:
             if inbox is not None:
@@ -110,7 +112,11 @@ def train_interactively(
             try:
                 progress = next(steps)
             except StopIteration as stop:
-                return stop.value
+                result = stop.value
+                kept = result.steps if result.best_step is None else result.best_step
+                if request is not None and shown != kept:  # the preview shows the result
+                    yield from _preview(run, request, kept)
+                return result
             pending.extend(_messages((yield progress)))
             due = request is not None and (
                 due or progress.step == 1 or progress.step % preview_every == 0
@@ -118,15 +124,31 @@ def train_interactively(
             # a step that validated has had its wait: the preview waits for the next one
             if not due or progress.validation is not None:
                 continue
-            due = False
-            started = run.timing.clock()
-            try:
-                preview = run.preview_training_image(request.index, request.region)
-            except ValueError as error:
+            due, shown = False, progress.step
+            shown_it, sent = yield from _preview(run, request)
+            pending.extend(_messages(sent))
+            if not shown_it:
                 request = None  # asked for something that is not there: wait for a new request
-                pending.extend(_messages((yield f"No preview: {error}")))
-                continue
-            run.timing.add_other(run.timing.clock() - started)  # previews use the budget too
-            pending.extend(_messages((yield preview)))
     finally:
         steps.close()
+
+
+def _preview(
+    run: TrainingRun, request: PreviewRequest, step: int | None = None
+) -> Generator[Preview | str, object, tuple[bool, object]]:
+    """Yield the preview `request` asks for, mid-run its time counted against the budget.
+
+    `step`: the run has ended, and the network holds the weights of this step (the best
+    validation's, or the last). Returns whether the preview could be made (if not, a
+    message says why) and what was sent back.
+    """
+    started = run.timing.clock()
+    try:
+        preview = run.preview_training_image(request.index, request.region)
+    except ValueError as error:
+        return False, (yield f"No preview: {error}")
+    if step is None:
+        run.timing.add_other(run.timing.clock() - started)  # previews use the budget too
+    else:
+        preview = replace(preview, step=step)
+    return True, (yield preview)
