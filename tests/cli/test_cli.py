@@ -62,7 +62,9 @@ def test_predict_writes_what_the_core_segments(crops, tmp_path, capsys) -> None:
 
     assert status == cli.EXIT_OK
     model, info = load_model(builtin_models()["nuclei"])
-    expected = segment(model, info, tifffile.imread(crops / "nuclei_1.tif"), device="cpu")
+    expected = segment(
+        model, info, tifffile.imread(crops / "nuclei_1.tif"), device="cpu", object_diameter="auto"
+    )
     objects, _ = load_labels_tiff(tmp_path / "nuclei_1_objects.tif")
     np.testing.assert_array_equal(objects, expected.objects)
     assert objects.max() > 5  # the built-in model finds the nuclei
@@ -104,7 +106,8 @@ def test_evaluate_reports_the_core_metrics(crops, tmp_path, capsys) -> None:
     model, info = load_model(builtin_models()["nuclei"])
     intersection = union = 0
     for row in report["images"]:
-        objects = segment(model, info, tifffile.imread(row["image"]), device="cpu").objects
+        image = tifffile.imread(row["image"])
+        objects = segment(model, info, image, device="cpu", object_diameter="auto").objects
         truth = tifffile.imread(row["labels"])
         thresholds = [0.5 + 0.05 * i for i in range(10)]
         precision = average_precision(objects, truth, thresholds)

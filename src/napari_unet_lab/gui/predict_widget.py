@@ -114,8 +114,9 @@ class PredictWidget(Container):
         )
         self.batch_size.tooltip = "0: automatic (4 on a GPU, 1 on the CPU)."
         self.diameter_choice.tooltip = (
-            "Typical size of the objects in the image. The image is resized so they match the "
-            "objects the model was trained on, and the results brought back to its size. "
+            "Typical size of the objects in the image. The image is resized so the model sees "
+            "them a little larger than it was trained on, where it outlines them best, and the "
+            "results are brought back to its size. "
             "Automatic: measured from a first segmentation; as trained: not resized."
         )
         scroll_in_dock(self)

@@ -38,6 +38,7 @@ from .scale import (
     check_object_diameter,
     resized_shape,
     scale_factor,
+    size_note,
     spatial_axes,
 )
 from .segment import Segmentation, iter_segment
@@ -142,8 +143,8 @@ def iter_object_size(
             pixel_bytes=per_pixel,
             available_bytes=available_memory(torch.device("cpu")),
         )
-        size = ObjectSize(float(object_diameter), factor)
-        return ObjectSize(size.diameter, factor, _size_note(size, trained, "given"))
+        diameter = float(object_diameter)
+        return ObjectSize(diameter, factor, size_note(diameter, factor, trained, "given"))
     pixels = channels_first(image, channel_axis, model.config.in_channels)  # (..., C, Y, X)
     *stack, _, height, width = pixels.shape
     rows, columns = _central(height, estimate_size), _central(width, estimate_size)
@@ -164,8 +165,8 @@ def iter_object_size(
             note=f"No objects were found in {central} to estimate the object size from, so "
             "the image was segmented at its own size, as the model was trained."
         )
-    size = ObjectSize(estimate.object_diameter, estimate.scale)
-    return ObjectSize(size.diameter, size.factor, _size_note(size, trained, f"from {central}"))
+    diameter, factor = estimate.object_diameter, estimate.scale
+    return ObjectSize(diameter, factor, size_note(diameter, factor, trained, f"from {central}"))
 
 
 def iter_predict_resized(
@@ -391,14 +392,4 @@ def _not_recorded(info: ModelInfo) -> str:
     return (
         f"The model {info.name!r} does not record the size of its training objects, "
         "so the image was segmented at its own size."
-    )
-
-
-def _size_note(size: ObjectSize, trained: float, how: str) -> str:
-    diameter = f"Objects about {size.diameter:.0f} pixels across ({how})"
-    if size.factor == 1:
-        return f"{diameter}; the model was trained on {trained:.0f}, so the image was not resized."
-    return (
-        f"{diameter}; the model was trained on {trained:.0f}, so the image was resized "
-        f"{size.factor:.2f}× for the network and the results brought back to its own size."
     )

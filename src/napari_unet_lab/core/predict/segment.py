@@ -19,18 +19,21 @@ from .objects import DEFAULT_OBJECTS, OBJECT_THRESHOLD, class_labels, object_lab
 from .scale import (
     BYTES_PER_PIXEL_AND_CHANNEL,
     BYTES_PER_PIXEL_AND_CLASS,
+    PREDICTED_LARGER,
     ObjectDiameter,
     check_object_diameter,
     found_object_diameter,
     resized_back,
     resized_image,
     scale_factor,
+    size_note,
     spatial_axes,
 )
 from .tiling import TileSize, iter_predict_tiled
 
-# "auto" accepts the objects of a pass when their diameter, as the network saw them,
-# is within this factor of the training diameter; otherwise it resizes and predicts again.
+# "auto" accepts the objects of a pass when their diameter, as the network saw them, is
+# within this factor of the size it is shown objects at (`PREDICTED_LARGER` times its
+# training diameter); otherwise it resizes and predicts again.
 CLOSE_ENOUGH = 1.15
 AUTO_PASSES = 3  # a first pass at 1x and at most two refinements
 
@@ -175,7 +178,7 @@ def iter_segment(
         factor = factor_for(float(object_diameter))
         result = yield from segmented_at(factor, "" if factor == 1 else f"resized {factor:.2f}×")
         result.object_diameter, result.scale = float(object_diameter), factor
-        result.size_note = _size_note(result, trained, "given")
+        result.size_note = size_note(result.object_diameter, factor, trained, "given")
         return result
     factor, result, tried = 1.0, None, set()
     for attempt in range(1, AUTO_PASSES + 1):
@@ -187,12 +190,12 @@ def iter_segment(
             break
         latest.object_diameter, latest.scale = estimate, factor
         tried.add(round(factor, 2))
-        # keep the pass whose objects the network saw closest to its training size: a
+        # keep the pass whose objects the network saw closest to the size it is shown: a
         # refinement on fragments can only make the estimate worse, never hide a good pass
         if result is None or _size_gap(latest, trained) < _size_gap(result, trained):
             result = latest
         if _size_gap(latest, trained) <= math.log(CLOSE_ENOUGH):
-            break  # the network saw objects of about its training size
+            break  # the network saw objects of about the size it is shown
         try:
             factor = factor_for(estimate)
         except ValueError:  # an estimate beyond what can be resized: keep the best pass
@@ -205,7 +208,7 @@ def iter_segment(
             "segmented at its own size, as the model was trained."
         )
     else:
-        result.size_note = _size_note(result, trained, "estimated")
+        result.size_note = size_note(result.object_diameter, result.scale, trained, "estimated")
     return result
 
 
@@ -233,18 +236,8 @@ def _labelled(
 
 
 def _size_gap(result: Segmentation, trained: float) -> float:
-    """How far the objects of a pass were, as the network saw them, from its training size."""
-    return abs(math.log(result.object_diameter * result.scale / trained))
-
-
-def _size_note(result: Segmentation, trained: float, how: str) -> str:
-    diameter = f"Objects about {result.object_diameter:.0f} pixels across ({how})"
-    if result.scale == 1:
-        return f"{diameter}; the model was trained on {trained:.0f}, so the image was not resized."
-    return (
-        f"{diameter}; the model was trained on {trained:.0f}, so the image was resized "
-        f"{result.scale:.2f}× for the network and the results brought back to its own size."
-    )
+    """How far the objects of a pass were, as the network saw them, from the size it is shown."""
+    return abs(math.log(result.object_diameter * result.scale / (PREDICTED_LARGER * trained)))
 
 
 def segment(model: UNet, info: ModelInfo, image: Any, **settings: Any) -> Segmentation:
