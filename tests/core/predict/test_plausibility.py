@@ -34,10 +34,11 @@ def nuclei_model():
 
 @pytest.mark.parametrize("name", ["nuclei_1", "nuclei_2", "nuclei_3"])
 @pytest.mark.parametrize("diameter", [None, NUCLEI_DIAMETER], ids=["no diameter", "diameter"])
-def test_the_samples_the_model_knows_pass_silently(nuclei_model, name, diameter) -> None:
+@pytest.mark.parametrize("size", [None, "auto"], ids=["as trained", "resized for their size"])
+def test_the_samples_the_model_knows_pass_silently(nuclei_model, name, diameter, size) -> None:
     image, _ = load_sample(name)
 
-    result = segment(*nuclei_model, image, device="cpu")
+    result = segment(*nuclei_model, image, device="cpu", object_diameter=size)
 
     assert unlike_training_warning(result, training_diameter=diameter) is None
 

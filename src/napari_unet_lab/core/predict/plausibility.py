@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model.files import ModelInfo
+from .scale import PREDICTED_LARGER
 from .segment import Segmentation
 
 # Where a model file may record the median object diameter of its training images, in
@@ -170,8 +171,12 @@ def unlike_training_warning(
                 f"(under {tiny:.0f} pixels)"
             )
         if training_diameter and seen.median_diameter > 0:
-            # objects as the network saw them: the image may have been resized to its size
-            ratio = seen.median_diameter * (segmentation.scale or 1.0) / training_diameter
+            # objects as the network saw them, against the size it was shown them at: the
+            # training size as trained, a little larger when resized for their size
+            shown = training_diameter
+            if segmentation.object_diameter is not None:
+                shown *= PREDICTED_LARGER
+            ratio = seen.median_diameter * (segmentation.scale or 1.0) / shown
             if not 1 / limits.diameter_ratio <= ratio <= limits.diameter_ratio:
                 signs.append(
                     f"the objects are about {seen.median_diameter:.0f} pixels across, the "
