@@ -39,11 +39,7 @@ from benchmarks.bench_object_size import DATA, SCALES, image_kind, resampled, sp
 from benchmarks.machine import ROOT, describe_machine, write_report
 from napari_unet_lab.core.metrics import segmentation_scores
 from napari_unet_lab.core.model.files import builtin_models, load_model
-from napari_unet_lab.core.predict.scale import (
-    PREDICTED_LARGER,
-    found_object_diameter,
-    object_diameters,
-)
+from napari_unet_lab.core.predict.scale import found_object_diameter, object_diameters
 from napari_unet_lab.core.predict.segment import segment
 
 SHOWN = tuple(range(-3, 4))  # the network sees objects 2 ** (j / 4) times its training size
@@ -76,9 +72,9 @@ def candidates(model, info, image, labels, rgb: bool) -> dict[str, Any]:
     if estimate is None:
         return row
     for j in SHOWN:
-        # a given diameter D resizes by PREDICTED_LARGER * trained / D: this D shows the
-        # objects at 2 ** (j / 4) times the training diameter, whatever PREDICTED_LARGER is
-        diameter = estimate * PREDICTED_LARGER / 2 ** (j / 4)
+        # a given diameter D resizes by shown_larger * trained / D: this D shows the
+        # objects at 2 ** (j / 4) times the training diameter, whatever the model records
+        diameter = estimate * info.shown_larger / 2 ** (j / 4)
         try:
             result = segment(model, info, image, rgb=rgb, object_diameter=diameter)
         except ValueError:  # beyond what the network or the memory takes

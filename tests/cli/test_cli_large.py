@@ -9,7 +9,6 @@ from napari_unet_lab.cli.main import main
 from napari_unet_lab.core.formats.ome_zarr import write_labels_ome_zarr
 from napari_unet_lab.core.model.files import builtin_models, load_model
 from napari_unet_lab.core.predict.larger_than_memory import open_prediction
-from napari_unet_lab.core.predict.scale import PREDICTED_LARGER
 from napari_unet_lab.samples import load_sample
 
 
@@ -31,7 +30,7 @@ def test_predict_a_zarr_image_with_a_given_diameter(tmp_path, capsys):
     prediction = open_prediction(store)
     count = int(prediction.objects.levels[0].max().compute())
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    factor = PREDICTED_LARGER * info.object_diameter / 20
+    factor = info.object_diameter / 20
     assert line == (
         f"cells.ome.zarr: {count} objects (objects about 20 px, resized {factor:.2f}×) -> {store}"
     )

@@ -231,8 +231,10 @@ class PredictWidget(Container):
         show_info(self.status.value)
         # an image unlike the training images gives fragments, not an error: say so
         info = self.model.info
-        diameter = training_diameter(info) if info is not None else None
-        unlike = unlike_training_warning(result, self.min_size.value, diameter)
+        diameter, larger = (
+            (None, 1.0) if info is None else (training_diameter(info), info.shown_larger)
+        )
+        unlike = unlike_training_warning(result, self.min_size.value, diameter, shown_larger=larger)
         if unlike is not None:
             show_warning(
                 f"{unlike} If it is wrong, correct a few objects on this image and fine-tune "

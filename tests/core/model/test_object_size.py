@@ -40,17 +40,29 @@ def disk_labels(diameter: float, shape=(120, 120)) -> np.ndarray:
 
 def test_a_model_file_records_the_object_size_and_reads_it_back(tmp_path):
     model = UNet(TINY)
-    info = ModelInfo(TINY, ["background", "nucleus"], object_diameter=31.5, pixel_size=0.65)
+    info = ModelInfo(
+        TINY, ["background", "nucleus"], object_diameter=31.5, pixel_size=0.65, shown_larger=1.2
+    )
     path = save_model(tmp_path / "sized", model, info)
-    assert json.loads(path.read_text())["object_size"] == {"diameter": 31.5, "pixel_size": 0.65}
+    recorded = {"diameter": 31.5, "pixel_size": 0.65, "shown_larger": 1.2}
+    assert json.loads(path.read_text())["object_size"] == recorded
     loaded = read_model_info(path)
-    assert (loaded.object_diameter, loaded.pixel_size) == (31.5, 0.65)
+    assert (loaded.object_diameter, loaded.pixel_size, loaded.shown_larger) == (31.5, 0.65, 1.2)
 
 
 def test_model_files_written_before_load_with_the_diameter_unknown():
     old = read_model_info(DATA / "nuclei_first_release.json")
     assert "object_size" not in json.loads((DATA / "nuclei_first_release.json").read_text())
     assert old.object_diameter is None and old.pixel_size is None
+    assert old.shown_larger == 1.0  # the training size: as before sizes were measured
+
+
+def test_the_broad_model_records_that_it_outlines_best_a_little_larger():
+    """Measured by bench_scale_choice; files without it show objects at the training size."""
+    _, broad = load_model(builtin_models()["nuclei_broad"])  # the weights' checksum still holds
+    assert broad.object_diameter == 28.25 and broad.shown_larger == 1.4142
+    _, nuclei = load_model(builtin_models()["nuclei"])
+    assert nuclei.shown_larger == 1.0
 
 
 def test_the_builtin_model_records_the_size_of_its_training_nuclei():
@@ -70,6 +82,8 @@ def test_the_builtin_model_records_the_size_of_its_training_nuclei():
             "object_size.diameter must be a positive number or null, not 1000000000.0",
         ),
         ({"pixel_size": -1}, "object_size.pixel_size must be a positive number or null, not -1"),
+        ({"shown_larger": 0}, "object_size.shown_larger must be a positive number or null, not 0"),
+        ({"shown_larger": 9}, "object_size.shown_larger must be a positive number or null, not 9"),
     ],
 )
 def test_a_damaged_object_size_is_refused_with_a_message(tmp_path, object_size, problem):

@@ -18,7 +18,7 @@ from napari_unet_lab.core.predict.larger_than_memory import (
     predict_to_zarr,
 )
 from napari_unet_lab.core.predict.resized_blocks import resampled_window
-from napari_unet_lab.core.predict.scale import PREDICTED_LARGER, resized_back, resized_image
+from napari_unet_lab.core.predict.scale import resized_back, resized_image
 from napari_unet_lab.core.predict.segment import segment
 from napari_unet_lab.readers import read_zarr_store
 from napari_unet_lab.samples import load_sample
@@ -112,9 +112,7 @@ def test_a_given_diameter_gives_what_segment_gives_in_memory(
     assert expected.size_note in messages
 
 
-def test_objects_at_the_size_the_network_is_shown_take_the_exact_path(
-    tmp_path, nuclei_model, nuclei
-):
+def test_the_training_diameter_is_the_exact_path(tmp_path, nuclei_model, nuclei):
     """Factor 1: not resized, bit-identical to `segment` as trained."""
     model, info = nuclei_model
     expected = segment(model, info, nuclei, tile_size=200)
@@ -123,7 +121,7 @@ def test_objects_at_the_size_the_network_is_shown_take_the_exact_path(
         info,
         nuclei,
         tmp_path / "p.zarr",
-        object_diameter=info.object_diameter * PREDICTED_LARGER,
+        object_diameter=info.object_diameter,
         block_size=80,
         **SETTINGS,
     )

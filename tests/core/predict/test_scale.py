@@ -1,12 +1,13 @@
 """Object size: resizing to the model's training objects and back, and the automatic estimate."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from napari_unet_lab.core.model.files import builtin_models, load_model
 from napari_unet_lab.core.predict.scale import (
-    PREDICTED_LARGER,
     object_diameters,
     resized_back,
     resized_image,
@@ -84,9 +85,8 @@ def test_the_automatic_estimate_finds_the_size_of_disks(nuclei_model, true_diame
     image, labels = disks(true_diameter, shape=(192, 192) if true_diameter < 20 else (320, 320))
     result = segment(model, info, image, object_diameter="auto", tile_size=None)
     assert result.object_diameter == pytest.approx(true_diameter, rel=0.10)
-    # the returned pass showed the network objects of about the size it is shown them
-    shown = PREDICTED_LARGER * info.object_diameter
-    assert 1 / 1.15 <= result.object_diameter * result.scale / shown <= 1.15
+    # the returned pass showed the network objects of about its training size
+    assert 1 / 1.15 <= result.object_diameter * result.scale / info.object_diameter <= 1.15
     assert "(estimated)" in result.size_note and f"trained on {info.object_diameter:.0f}" in (
         result.size_note
     )
@@ -102,7 +102,7 @@ def test_a_given_diameter_resizes_and_brings_the_results_back(nuclei_model):
     model, info = nuclei_model
     image, labels = disks(56.0, shape=(300, 260))
     result = segment(model, info, image, object_diameter=56.0, tile_size=None)
-    assert result.scale == pytest.approx(PREDICTED_LARGER * info.object_diameter / 56.0)
+    assert result.scale == pytest.approx(info.object_diameter / 56.0)
     assert result.objects.shape == image.shape and result.objects.dtype == np.uint32
     assert int(result.objects.max()) == int(labels.max())
     overlap = (
@@ -114,6 +114,23 @@ def test_a_given_diameter_resizes_and_brings_the_results_back(nuclei_model):
     # as trained: the image as it is, nothing said
     plain = segment(model, info, image, tile_size=None)
     assert plain.scale == 1.0 and plain.object_diameter is None and plain.size_note == ""
+
+
+def test_a_model_that_outlines_best_larger_is_shown_objects_larger(nuclei_model):
+    """`ModelInfo.shown_larger`: given or estimated, the resizing aims at that size."""
+    model, info = nuclei_model
+    larger = replace(info, shown_larger=2**0.5)
+    image, _ = disks(56.0, shape=(300, 260))
+    given = segment(model, larger, image, object_diameter=56.0, tile_size=None)
+    assert given.scale == pytest.approx(2**0.5 * info.object_diameter / 56.0)
+    assert given.size_note.startswith(
+        "Objects about 56 pixels across (given); the model was trained on 28 and outlines best "
+        "at about 40, so the image was resized 0.71×"
+    )
+    estimated = segment(model, larger, image, object_diameter="auto", tile_size=None)
+    assert estimated.object_diameter == pytest.approx(56.0, rel=0.10)
+    shown = estimated.object_diameter * estimated.scale / (2**0.5 * info.object_diameter)
+    assert 1 / 1.15 <= shown <= 1.15  # objects seen at about 40 px, not 28
 
 
 def test_without_objects_the_estimate_falls_back_to_as_trained_and_says_so(nuclei_model):
@@ -163,7 +180,7 @@ def test_a_diameter_that_would_shrink_the_image_below_the_network_is_refused(nuc
     with pytest.raises(ValueError) as error:
         segment(model, info, np.zeros((300, 400), np.float32), object_diameter=200.0)
     assert str(error.value) == (
-        "objects 200 pixels across would shrink the 300 × 400 image to 60 × 80 pixels "
+        "objects 200 pixels across would shrink the 300 × 400 image to 42 × 56 pixels "
         "(the model was trained on objects of 28 pixels), smaller than the 92 pixels the "
         "network needs; give a smaller object diameter"
     )
@@ -175,7 +192,7 @@ def test_a_diameter_that_would_grow_the_image_past_memory_is_refused():
             0.01, 28.0, (1000, 1000), smallest_input=92, pixel_bytes=36, available_bytes=2**33
         )
     assert str(error.value) == (
-        "objects 0.01 pixels across would enlarge the 1000 × 1000 image 3959.8 times (the "
-        "model was trained on objects of 28 pixels), needing about 525713.0 GiB of memory, "
+        "objects 0.01 pixels across would enlarge the 1000 × 1000 image 2800.0 times (the "
+        "model was trained on objects of 28 pixels), needing about 262856.5 GiB of memory, "
         "more than the 8.0 GiB free; give a larger object diameter"
     )

@@ -70,6 +70,11 @@ class ModelInfo:
         equivalent diameter); None if unknown, and images are then not resized.
     pixel_size : float or None
         Pixel size of the training images (their layer scale), when known.
+    shown_larger : float
+        When an image is resized for its object size, the network is shown its
+        objects this many times larger than `object_diameter`: the size it was
+        measured to outline them best at (`benchmarks/bench_scale_choice.py`);
+        1 (the training size) unless the model file records another.
     """
 
     config: UNetConfig
@@ -82,6 +87,7 @@ class ModelInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
     object_diameter: float | None = None
     pixel_size: float | None = None
+    shown_larger: float = 1.0
 
     def __post_init__(self) -> None:
         if len(self.class_names) != self.config.n_classes:
@@ -212,7 +218,11 @@ def save_model(
         "training": info.training,
         "provenance": info.provenance,
         "metrics": info.metrics,
-        "object_size": {"diameter": info.object_diameter, "pixel_size": info.pixel_size},
+        "object_size": {
+            "diameter": info.object_diameter,
+            "pixel_size": info.pixel_size,
+            "shown_larger": info.shown_larger,
+        },
     }
     try:
         text = json.dumps(description, indent=2, sort_keys=False) + "\n"
@@ -368,6 +378,7 @@ def _model_info(json_path: Path, description: dict[str, Any]) -> ModelInfo:
             metrics=dict(description.get("metrics") or {}),
             object_diameter=(description.get("object_size") or {}).get("diameter"),
             pixel_size=(description.get("object_size") or {}).get("pixel_size"),
+            shown_larger=(description.get("object_size") or {}).get("shown_larger") or 1.0,
         )
     except ValueError as error:  # anything the schema let through that the model refuses
         if isinstance(error, ModelFileError):

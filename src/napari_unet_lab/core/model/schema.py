@@ -274,7 +274,12 @@ def _object_size_problem(description: dict[str, Any]) -> str | None:
         return None
     if not isinstance(size, dict):
         return f"object_size must be an object, not {_shown(size)}"
-    for key, highest in (("diameter", LARGEST_PATCH), ("pixel_size", FLOAT32_MAX)):
+    # shown_larger: how much larger than trained the network sees objects (at most 4 times)
+    for key, highest in (
+        ("diameter", LARGEST_PATCH),
+        ("pixel_size", FLOAT32_MAX),
+        ("shown_larger", 4.0),
+    ):
         value = size.get(key)
         if value is not None and not (_is_number(value) and 0 < value <= highest):
             return f"object_size.{key} must be a positive number or null, not {_shown(value)}"

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model.files import ModelInfo
-from .scale import PREDICTED_LARGER
 from .segment import Segmentation
 
 # Where a model file may record the median object diameter of its training images, in
@@ -119,6 +118,7 @@ def unlike_training_warning(
     min_size: int = 15,
     training_diameter: float | None = None,
     limits: PlausibilityLimits | None = None,
+    shown_larger: float = 1.0,
 ) -> str | None:
     """Return a plain-language warning if the image looks unlike the training images.
 
@@ -133,6 +133,9 @@ def unlike_training_warning(
         records it; the objects found are then compared with it.
     limits : PlausibilityLimits, optional
         Where a segmentation stops being plausible; the calibrated defaults if None.
+    shown_larger : float
+        The model's `ModelInfo.shown_larger`: an image resized for its object size
+        shows the network objects this much larger than the training objects.
 
     Returns
     -------
@@ -175,7 +178,7 @@ def unlike_training_warning(
             # training size as trained, a little larger when resized for their size
             shown = training_diameter
             if segmentation.object_diameter is not None:
-                shown *= PREDICTED_LARGER
+                shown *= shown_larger
             ratio = seen.median_diameter * (segmentation.scale or 1.0) / shown
             if not 1 / limits.diameter_ratio <= ratio <= limits.diameter_ratio:
                 signs.append(

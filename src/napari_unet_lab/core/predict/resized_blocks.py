@@ -134,6 +134,7 @@ def iter_object_size(
             smallest_input=model.min_input_size,
             pixel_bytes=per_pixel,
             available_bytes=None,
+            larger=info.shown_larger,
         )
         scale_factor(  # memory holds one block at a time
             float(object_diameter),
@@ -142,9 +143,11 @@ def iter_object_size(
             smallest_input=1,
             pixel_bytes=per_pixel,
             available_bytes=available_memory(torch.device("cpu")),
+            larger=info.shown_larger,
         )
         diameter = float(object_diameter)
-        return ObjectSize(diameter, factor, size_note(diameter, factor, trained, "given"))
+        note = size_note(diameter, factor, trained, "given", info.shown_larger)
+        return ObjectSize(diameter, factor, note)
     pixels = channels_first(image, channel_axis, model.config.in_channels)  # (..., C, Y, X)
     *stack, _, height, width = pixels.shape
     rows, columns = _central(height, estimate_size), _central(width, estimate_size)
@@ -166,7 +169,8 @@ def iter_object_size(
             "the image was segmented at its own size, as the model was trained."
         )
     diameter, factor = estimate.object_diameter, estimate.scale
-    return ObjectSize(diameter, factor, size_note(diameter, factor, trained, f"from {central}"))
+    note = size_note(diameter, factor, trained, f"from {central}", info.shown_larger)
+    return ObjectSize(diameter, factor, note)
 
 
 def iter_predict_resized(

@@ -5,8 +5,9 @@ come out as a dozen fragments. A model file records the typical object diameter
 of its training annotations (`typical_object_diameter`); an image whose objects
 are larger or smaller is resized by `scale_factor` before prediction
 (`resized_image`) and the probabilities are brought back onto the image's own
-pixel grid (`resized_back`), so every result has the image's shape. The network
-sees the objects a little larger than it learnt them (`PREDICTED_LARGER`).
+pixel grid (`resized_back`), so every result has the image's shape. A model may
+record that it outlines objects best when it sees them a little larger than it
+learnt them (`ModelInfo.shown_larger`); the resizing then aims at that size.
 """
 
 from __future__ import annotations
@@ -18,12 +19,6 @@ from typing import Literal
 import numpy as np
 from skimage.measure import label as connected_components
 from skimage.transform import resize
-
-# Prediction resizes an image so the network sees its objects this much larger than its
-# training objects: their outlines come out finer, and averaged back onto the image's own
-# pixels they fit better (benchmarks/README.md, "Objects a little larger than trained":
-# AP@0.5 on the DSB val split 0.704 at 1 and 0.750 at this factor, BBBC039 0.826 and 0.841).
-PREDICTED_LARGER = math.sqrt(2)
 
 # What the user gives as an object diameter: None (as trained), "auto", or pixels.
 ObjectDiameter = float | Literal["auto"] | None
@@ -123,21 +118,26 @@ def typical_object_diameter(
     return float(np.median(diameters)) if diameters.size else None
 
 
-def size_note(diameter: float, factor: float, trained: float, how: str) -> str:
+def size_note(diameter: float, factor: float, trained: float, how: str, larger: float = 1.0) -> str:
     """Say in one sentence, for the user, which object size was used and what it did.
+
+    `larger` is the model's `ModelInfo.shown_larger`.
 
     Examples
     --------
-    >>> size_note(60.0, 0.67, 28.25, "estimated")  # doctest: +NORMALIZE_WHITESPACE
+    >>> size_note(60.0, 0.67, 28.25, "estimated", 2**0.5)  # doctest: +NORMALIZE_WHITESPACE
     'Objects about 60 pixels across (estimated); the model was trained on 28 and outlines
     best at about 40, so the image was resized 0.67× for the network and the results
     brought back to its own size.'
+    >>> size_note(28.0, 1.0, 28.25, "given")  # doctest: +NORMALIZE_WHITESPACE
+    'Objects about 28 pixels across (given); the model was trained on 28, so the image
+    was not resized.'
     """
-    said = (
-        f"Objects about {diameter:.0f} pixels across ({how}); the model was trained on "
-        f"{trained:.0f} and outlines best at about {PREDICTED_LARGER * trained:.0f}, so the "
-        "image was"
-    )
+    said = f"Objects about {diameter:.0f} pixels across ({how}); the model was trained on "
+    if larger == 1:
+        said += f"{trained:.0f}, so the image was"
+    else:
+        said += f"{trained:.0f} and outlines best at about {larger * trained:.0f}, so the image was"
     if factor == 1:
         return f"{said} not resized."
     return (
@@ -169,6 +169,7 @@ def scale_factor(
     smallest_input: int,
     pixel_bytes: int,
     available_bytes: int | None,
+    larger: float = 1.0,
 ) -> float:
     """Return how much to resize an image so its objects match the training objects.
 
@@ -186,12 +187,15 @@ def scale_factor(
         Memory one resized pixel needs during prediction, all planes together.
     available_bytes : int or None
         Memory that may be used; None if unknown (not checked).
+    larger : float
+        Show the network the objects this much larger than its training objects
+        (`ModelInfo.shown_larger`).
 
     Returns
     -------
     float
-        ``PREDICTED_LARGER * training_diameter / object_diameter``: above 1
-        enlarges the image.
+        ``larger * training_diameter / object_diameter``: above 1 enlarges the
+        image.
 
     Raises
     ------
@@ -200,7 +204,7 @@ def scale_factor(
         smaller than the network takes or larger than the memory holds.
     """
     check_object_diameter(object_diameter)
-    factor = PREDICTED_LARGER * training_diameter / object_diameter
+    factor = larger * training_diameter / object_diameter
     resized = resized_shape(spatial_shape, factor)
     trained = f"the model was trained on objects of {training_diameter:.0f} pixels"
     shown = " × ".join(map(str, spatial_shape))

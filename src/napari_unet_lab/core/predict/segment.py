@@ -19,7 +19,6 @@ from .objects import DEFAULT_OBJECTS, OBJECT_THRESHOLD, class_labels, object_lab
 from .scale import (
     BYTES_PER_PIXEL_AND_CHANNEL,
     BYTES_PER_PIXEL_AND_CLASS,
-    PREDICTED_LARGER,
     ObjectDiameter,
     check_object_diameter,
     found_object_diameter,
@@ -32,8 +31,8 @@ from .scale import (
 from .tiling import TileSize, iter_predict_tiled
 
 # "auto" accepts the objects of a pass when their diameter, as the network saw them, is
-# within this factor of the size it is shown objects at (`PREDICTED_LARGER` times its
-# training diameter); otherwise it resizes and predicts again.
+# within this factor of the size it is shown objects at (`ModelInfo.shown_larger` times
+# its training diameter); otherwise it resizes and predicts again.
 CLOSE_ENOUGH = 1.15
 AUTO_PASSES = 3  # a first pass at 1x and at most two refinements
 
@@ -129,7 +128,7 @@ def iter_segment(
         raise ValueError("the model does not match its description")
     check_object_diameter(object_diameter)
     intensity_range = intensity_range_for(image, info.normalization)
-    trained = info.object_diameter
+    trained, larger = info.object_diameter, info.shown_larger
     objects_at = dict(threshold=threshold, min_size=min_size, split_touching=split_touching)
 
     def factor_for(diameter: float) -> float:
@@ -144,6 +143,7 @@ def iter_segment(
             smallest_input=model.min_input_size,
             pixel_bytes=planes * per_pixel,
             available_bytes=available_memory(torch.device("cpu")),
+            larger=larger,
         )
 
     def segmented_at(factor: float, label: str) -> Generator[Progress, None, Segmentation]:
@@ -178,7 +178,7 @@ def iter_segment(
         factor = factor_for(float(object_diameter))
         result = yield from segmented_at(factor, "" if factor == 1 else f"resized {factor:.2f}×")
         result.object_diameter, result.scale = float(object_diameter), factor
-        result.size_note = size_note(result.object_diameter, factor, trained, "given")
+        result.size_note = size_note(result.object_diameter, factor, trained, "given", larger)
         return result
     factor, result, tried = 1.0, None, set()
     for attempt in range(1, AUTO_PASSES + 1):
@@ -192,9 +192,10 @@ def iter_segment(
         tried.add(round(factor, 2))
         # keep the pass whose objects the network saw closest to the size it is shown: a
         # refinement on fragments can only make the estimate worse, never hide a good pass
-        if result is None or _size_gap(latest, trained) < _size_gap(result, trained):
+        shown = trained * larger
+        if result is None or _size_gap(latest, shown) < _size_gap(result, shown):
             result = latest
-        if _size_gap(latest, trained) <= math.log(CLOSE_ENOUGH):
+        if _size_gap(latest, shown) <= math.log(CLOSE_ENOUGH):
             break  # the network saw objects of about the size it is shown
         try:
             factor = factor_for(estimate)
@@ -208,7 +209,9 @@ def iter_segment(
             "segmented at its own size, as the model was trained."
         )
     else:
-        result.size_note = size_note(result.object_diameter, result.scale, trained, "estimated")
+        result.size_note = size_note(
+            result.object_diameter, result.scale, trained, "estimated", larger
+        )
     return result
 
 
@@ -235,9 +238,9 @@ def _labelled(
         yield progress
 
 
-def _size_gap(result: Segmentation, trained: float) -> float:
+def _size_gap(result: Segmentation, shown: float) -> float:
     """How far the objects of a pass were, as the network saw them, from the size it is shown."""
-    return abs(math.log(result.object_diameter * result.scale / (PREDICTED_LARGER * trained)))
+    return abs(math.log(result.object_diameter * result.scale / shown))
 
 
 def segment(model: UNet, info: ModelInfo, image: Any, **settings: Any) -> Segmentation:
