@@ -115,8 +115,8 @@ class PredictWidget(Container):
         self.batch_size.tooltip = "0: automatic (4 on a GPU, 1 on the CPU)."
         self.diameter_choice.tooltip = (
             "Typical size of the objects in the image. The image is resized so the model sees "
-            "them a little larger than it was trained on, where it outlines them best, and the "
-            "results are brought back to its size. "
+            "them at the size it outlines best (its training size, or a little larger where its "
+            "file records so), and the results are brought back to its size. "
             "Automatic: measured from a first segmentation; as trained: not resized."
         )
         scroll_in_dock(self)
