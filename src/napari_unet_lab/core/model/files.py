@@ -38,8 +38,7 @@ from .schema import (
 from .unet import UNet
 
 LARGEST_DESCRIPTION = 64 * 2**20  # bytes; a model's JSON file is a few kilobytes
-# the built-in model offered first: nuclei of many kinds and sizes, and on BBBC039 as good
-# as the BBBC039-only ``nuclei`` (benchmarks/README.md, "Object size and broad data")
+# the built-in model offered first: nuclei of many kinds and sizes (benchmarks/README.md)
 DEFAULT_MODEL = "nuclei_broad"
 
 
@@ -66,15 +65,11 @@ class ModelInfo:
     training, provenance, metrics : dict
         Training settings, data the model was trained on, and measured quality.
     object_diameter : float or None
-        Typical object diameter of the training annotations, in pixels (median
-        equivalent diameter); None if unknown, and images are then not resized.
+        Median equivalent diameter of the training objects, in pixels; None: unknown.
     pixel_size : float or None
         Pixel size of the training images (their layer scale), when known.
     shown_larger : float
-        When an image is resized for its object size, the network is shown its
-        objects this many times larger than `object_diameter`: the size it was
-        measured to outline them best at (`benchmarks/bench_scale_choice.py`);
-        1 (the training size) unless the model file records another.
+        Objects resized for their size are shown this much larger (measured; 1 if unknown).
     """
 
     config: UNetConfig
@@ -116,10 +111,9 @@ def check_model_destination(
 ) -> tuple[Path, Path]:
     """Check that a model can be saved at `path`, before spending time on training it.
 
-    A weights file without its JSON, or a JSON without its weights, is what an
-    interrupted save leaves behind; such a half model does not block the name,
-    and saving replaces it. Files of other programs are never replaced without
-    `overwrite`.
+    An interrupted save leaves a half model (weights without their JSON, or the
+    reverse): it does not block the name, and saving replaces it. Files of other
+    programs are never replaced without `overwrite`.
 
     Parameters
     ----------
@@ -218,11 +212,11 @@ def save_model(
         "training": info.training,
         "provenance": info.provenance,
         "metrics": info.metrics,
-        "object_size": {
-            "diameter": info.object_diameter,
-            "pixel_size": info.pixel_size,
-            "shown_larger": info.shown_larger,
-        },
+        "object_size": dict(
+            diameter=info.object_diameter,
+            pixel_size=info.pixel_size,
+            shown_larger=info.shown_larger,
+        ),
     }
     try:
         text = json.dumps(description, indent=2, sort_keys=False) + "\n"
@@ -231,8 +225,7 @@ def save_model(
     problem = description_problem(json.loads(text))
     if problem is not None:  # the file would be refused when loaded: do not write it
         raise ModelFileError(f"the model cannot be saved: {problem}")
-    # A half model that a failed save left behind is replaced (checked above).
-    replace = overwrite or json_path.exists() or weights_path.exists()
+    replace = overwrite or json_path.exists() or weights_path.exists()  # a half model too
     try:
         write_all_or_none(
             [
