@@ -3,7 +3,7 @@
 Issue #12, item 3 leaves open how "auto" chooses the scale. This benchmark segments every
 image once as it is (the first pass; `scale.found_object_diameter` of its objects is the
 first estimate E), then again at seven sizes: the image resized so the network sees
-objects ``2 ** (j / 4)`` times its training diameter, for j = -3 … 3, as E says. For
+objects ``2 ** (j / 4)`` times its training diameter, for j = -3 … 3 (``--shown``), as E says. For
 every pass it records AP@0.5, mean AP, and cues a rule could choose by without the truth:
 the mean entropy of the class probabilities (all pixels, and object pixels), the share of
 uncertain pixels (foreground probability 0.05–0.95) per object pixel, and the estimate at
@@ -63,15 +63,15 @@ def cues(result) -> dict[str, Any]:
     }
 
 
-def candidates(model, info, image, labels, rgb: bool) -> dict[str, Any]:
-    """Return the first pass and the seven candidate passes of one image."""
+def candidates(model, info, image, labels, rgb: bool, shown=SHOWN) -> dict[str, Any]:
+    """Return the first pass and the candidate passes (`shown`: their j) of one image."""
     row: dict[str, Any] = {"true_diameter": float(np.median(object_diameters(labels)))}
     first = segment(model, info, image, rgb=rgb, object_diameter=None)
     estimate = found_object_diameter(first.objects)
     row["first_estimate"], row["passes"] = estimate, []
     if estimate is None:
         return row
-    for j in SHOWN:
+    for j in shown:
         # a given diameter D resizes by shown_larger * trained / D: this D shows the
         # objects at 2 ** (j / 4) times the training diameter, whatever the model records
         diameter = estimate * info.shown_larger / 2 ** (j / 4)
@@ -87,15 +87,15 @@ def candidates(model, info, image, labels, rgb: bool) -> dict[str, Any]:
     return row
 
 
-def rules(trained: float) -> dict[str, Any]:
+def rules(trained: float, shown=SHOWN) -> dict[str, Any]:
     """Ways to choose a pass; each takes an image's row and returns one of its passes."""
 
-    def shown(j):
+    def always(j):
         return lambda row: next(
             (p for p in row["passes"] if p["shown"] == j), row["passes"][len(row["passes"]) // 2]
         )
 
-    def least(key, allowed=SHOWN):
+    def least(key, allowed=shown):
         def choose(row):
             passes = [p for p in row["passes"] if p["shown"] in allowed] or row["passes"]
             return min(passes, key=lambda p: math.inf if p[key] is None else p[key])
@@ -110,7 +110,7 @@ def rules(trained: float) -> dict[str, Any]:
             ),
         )
 
-    chosen = {f"always {2 ** (j / 4):.2f}× as trained": shown(j) for j in SHOWN}
+    chosen = {f"always {2 ** (j / 4):.2f}× as trained": always(j) for j in shown}
     chosen.update(
         {
             "closest to the training size": closest,
@@ -128,8 +128,9 @@ def summarise(images: dict[str, dict], trained: float) -> dict[str, Any]:
     """Mean AP@0.5 and mean AP per rule, over all images and per kind of image."""
     rows = {name: row for name, row in images.items() if row["passes"]}
     kinds = ["all", *sorted({row["kind"] for row in rows.values()})]
+    shown = sorted({p["shown"] for row in rows.values() for p in row["passes"]})
     summary: dict[str, Any] = {}
-    for rule, choose in rules(trained).items():
+    for rule, choose in rules(trained, tuple(shown)).items():
         summary[rule] = {}
         for kind in kinds:
             chosen = [choose(r) for r in rows.values() if kind in ("all", r["kind"])]
@@ -158,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--tables", type=Path, help="summarise a recorded result again")
+    parser.add_argument(
+        "--shown", type=int, nargs="+", default=list(SHOWN), help="candidates j: 2^(j/4)×"
+    )
     args = parser.parse_args(argv)
     if args.tables:
         record = json.loads(args.tables.read_text())
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         for entry in [e for e in index if e["split"] == "val"]:
             image = tifffile.imread(folder / "images" / f"{entry['id']}.tif")
             labels = tifffile.imread(folder / "labels" / f"{entry['id']}.tif")
-            row = candidates(model, info, image, labels, rgb=image.ndim == 3)
+            row = candidates(model, info, image, labels, image.ndim == 3, args.shown)
             row["kind"] = image_kind(entry, image, labels)
             record["images"][entry["id"]] = row
             print(entry["id"][:10], row["kind"], flush=True)
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             image, labels = tifffile.imread(path), tifffile.imread(folder / "labels" / path.name)
             for factor in SCALES:
                 resized, resized_labels = resampled(image, labels, factor)
-                row = candidates(model, info, resized, resized_labels, rgb=False)
+                row = candidates(model, info, resized, resized_labels, False, args.shown)
                 row["kind"] = f"×{factor}"
                 record["images"][f"{path.stem} ×{factor}"] = row
                 print(path.stem[:20], factor, flush=True)

@@ -118,8 +118,14 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="resize every training image so its nuclei are this many pixels across",
     )
     parser.add_argument("--zoom", type=float, default=0.0, help="zoom augmentation range")
+    parser.add_argument("--invert-contrast", type=float, default=0, help="share inverted")
+    parser.add_argument("--low-resolution", type=float, default=0, help="share made coarser")
     parser.add_argument(
-        "--invert-contrast", type=float, default=0.0, help="share of patches inverted"
+        "--shown-larger",
+        type=float,
+        default=None,
+        help="record that the model outlines best seeing objects this much larger than "
+        "trained (measured by benchmarks/bench_scale_choice.py on the val splits)",
     )
     parser.add_argument("--start-from", type=Path, default=None, help="a model file to go on from")
     parser.add_argument("--output", type=Path, default=MODELS, help="where the model goes")
@@ -307,6 +313,7 @@ def validate_only(args: argparse.Namespace) -> int:
     """
     model, info = load_model(args.start_from)
     broad = "dsb2018" in info.training.get("datasets", args.datasets)
+    shown_larger(info, args)
     splits, seconds = validated(model, info, args, broad)
     args.output.mkdir(parents=True, exist_ok=True)
     json_path = save_model(args.output / args.name, model, info, overwrite=True)
@@ -320,6 +327,16 @@ def validate_only(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     log(f"saved {json_path}, {out}")
     return 0
+
+
+def shown_larger(info: ModelInfo, args: argparse.Namespace) -> None:
+    """Record ``--shown-larger`` in the model, with where it was measured."""
+    if args.shown_larger is not None:
+        info.shown_larger = args.shown_larger
+        info.metrics["shown_larger_measured"] = (
+            "benchmarks/bench_scale_choice.py on the val splits (benchmarks/README.md, "
+            "'Objects a little larger than trained')"
+        )
 
 
 def log(message: str) -> None:
@@ -373,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         patch_size=args.patch_size,
         learning_rate=args.learning_rate,
-        augmentation=AugmentationConfig(zoom=args.zoom, invert=args.invert_contrast),
+        augmentation=AugmentationConfig(
+            zoom=args.zoom, invert=args.invert_contrast, low_resolution=args.low_resolution
+        ),
     )
     targets = TargetConfig(w0=args.w0, sigma=args.sigma)
     items = [
@@ -468,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         provenance={**PROVENANCE, **({"more_data": DSB_PROVENANCE} if broad else {})},
     )
 
+    shown_larger(info, args)
     splits, validation_seconds = validated(model, info, args, broad)
     args.output.mkdir(parents=True, exist_ok=True)
     json_path = save_model(args.output / args.name, model, info, overwrite=True)

@@ -85,6 +85,7 @@ class AugmentationConfig:
     gamma: float = 0.2  # gamma exp(u), u uniform in [-gamma, gamma], on each patch's range
     zoom: float = 0.0  # scale about the centre, log-uniform in [1/(1+zoom), 1+zoom]; 0: off
     invert: float = 0.0  # chance that a patch's contrast is inverted (dark on bright); 0: off
+    low_resolution: float = 0.0  # chance a patch is shrunk by up to 4x and grown back; 0: off
 
     def __post_init__(self) -> None:
         if self.grid_points < 2:
@@ -104,6 +105,11 @@ class AugmentationConfig:
             raise ValueError(
                 f"zoom must be 0 (off) or a positive number, got {self.zoom}; 0.25 zooms "
                 "each patch in or out by up to 25%"
+            )
+        if not 0 <= self.low_resolution <= 1:
+            raise ValueError(
+                f"low_resolution is the chance that a patch is shown at a coarser resolution "
+                f"and must be between 0 and 1, got {self.low_resolution}"
             )
         if not 0 <= self.invert <= 1:
             raise ValueError(

@@ -1,5 +1,7 @@
 """Data augmentation for training patches: elastic deformation, zoom, flips, turns, intensity.
 
+The changes of the image alone (intensity, contrast, resolution) live in `appearance`.
+
 Everything runs in torch on the device of the tensors it is given, on whole
 batches, so that augmentation costs little next to a training step.
 
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 
 from ..config import AugmentationConfig
 from ..model.unet import center_crop
+from .appearance import invert_contrast, jitter_intensity, lower_resolution
 
 Resampling = Literal["nearest", "bilinear", "bicubic"]
 
@@ -316,73 +319,6 @@ def _turned_indices(height: int, width: int, device: torch.device) -> torch.Tens
     return torch.stack(table)
 
 
-def jitter_intensity(
-    image: torch.Tensor,
-    gain: float = 0.1,
-    offset: float = 0.1,
-    gamma: float = 0.2,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Change brightness, contrast and gamma of each sample at random.
-
-    Parameters
-    ----------
-    image : (B, C, H, W) floating point tensor
-        Normalised images (about 0 to 1).
-    gain : float
-        Each sample is multiplied by a factor uniform in [1 - gain, 1 + gain].
-    offset : float
-        Then a value uniform in [-offset, offset] is added.
-    gamma : float
-        Before that, each sample is mapped to 0..1 by its own minimum and
-        maximum, raised to the power exp(u) with u uniform in [-gamma, gamma],
-        and mapped back, so that gamma works on any intensity range.
-
-    Returns
-    -------
-    (B, C, H, W) tensor
-        The changed images; the input is left as it was.
-    """
-    batch = image.shape[0]
-    draw_on = generator.device if generator is not None else image.device
-    # all draws at once, uniform in [-1, 1]: (B, 3) for gamma, gain, offset
-    draws = torch.rand((batch, 3), generator=generator, device=draw_on) * 2.0 - 1.0
-    draws = draws.to(device=image.device, dtype=image.dtype).view(batch, 3, 1, 1, 1)
-    scale = 1.0 + gain * draws[:, 1]  # (B, 1, 1, 1)
-    shift = offset * draws[:, 2]
-    if gamma <= 0:
-        return torch.addcmul(shift, image, scale)
-    low, high = image.flatten(1).aminmax(dim=1)
-    low, high = low.view(batch, 1, 1, 1), high.view(batch, 1, 1, 1)
-    span = (high - low).clamp_min(1e-12)
-    # per-sample tensors are tiny; the few passes over the image are fused where torch allows
-    unit = torch.addcmul(-low / span, image, 1.0 / span).clamp_(0, 1)
-    unit.pow_(torch.exp(gamma * draws[:, 0]))
-    return torch.addcmul(low * scale + shift, unit, span * scale)
-
-
-def invert_contrast(image: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    """Invert the chosen samples within their own range: ``low + high - image``.
-
-    Bright nuclei on a dark background become dark nuclei on a bright one (as in
-    brightfield), and each sample keeps its minimum and maximum.
-
-    Parameters
-    ----------
-    image : (B, C, H, W) floating point tensor
-        The images; left as they were.
-    chosen : (B,) bool tensor
-        Which samples to invert.
-
-    Returns
-    -------
-    (B, C, H, W) tensor
-    """
-    low, high = image.flatten(1).aminmax(dim=1)
-    inverted = (low + high).view(-1, 1, 1, 1) - image
-    return torch.where(chosen.to(image.device).view(-1, 1, 1, 1), inverted, image)
-
-
 def augment_batch(
     image: torch.Tensor,
     target: torch.Tensor | None = None,
@@ -395,7 +331,8 @@ def augment_batch(
 
     In order: a random quarter turn and mirror flip, an elastic deformation as
     in [1]_ and a zoom about the patch centre (one resampling), then an
-    intensity change of the image alone and, for some samples, inverted contrast.
+    intensity change of the image alone and, for some samples, inverted contrast
+    and a coarser resolution.
 
     Parameters
     ----------
@@ -488,6 +425,8 @@ def augment_batch(
     if settings.invert > 0:
         chosen = torch.rand(batch, generator=generator, device=draw_on) < settings.invert
         parts[0] = invert_contrast(parts[0], chosen)
+    if settings.low_resolution > 0:
+        parts[0] = lower_resolution(parts[0], settings.low_resolution, generator=generator)
 
     pieces = iter(parts)
     image_out = next(pieces)
