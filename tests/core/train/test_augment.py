@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from napari_unet_lab.core.config import AugmentationConfig
+from napari_unet_lab.core.train.appearance import jitter_intensity
 from napari_unet_lab.core.train.augment import (
     augment_batch,
     deform,
     elastic_displacement,
     flip_and_rotate,
-    jitter_intensity,
 )
 
 
