@@ -288,7 +288,8 @@ def test_automatic_object_diameter_resizes_for_the_model_and_says_so(
     assert widget.status.value == (
         f"Found {count} objects in large with {DEFAULT_MODEL}. Objects about "
         f"{size['object_diameter']:.0f} pixels across (estimated); the model was trained on 28 "
-        f"and outlines best at about 40, so the image was resized {size['scale']:.2f}× for the "
+        f"and outlines best at about {28.25 * larger:.0f}, so the image was resized "
+        f"{size['scale']:.2f}× for the "
         "network and the results brought back to its own size."
     )
     for result in viewer.layers[1:]:
