@@ -277,9 +277,12 @@ def test_removing_the_dock_mid_run_stops_the_work_silently(
 def test_removing_the_dock_while_paused_stops_the_work(qtbot, viewer_and_widget, errors):
     viewer, widget, dock = viewer_and_widget
     work = Blocking()
-    work.release.set()
     widget.start(work)
+    # pause while the first step holds, then let it end: the worker pauses at its next step
+    # (released first, a loaded machine could finish all the steps before the pause)
+    qtbot.waitUntil(lambda: work.steps_started == 1, timeout=TIMEOUT_MS)
     widget.task.worker.pause()
+    work.release.set()
     qtbot.waitUntil(lambda: widget.task.worker.is_paused, timeout=TIMEOUT_MS)
     viewer.window.remove_dock_widget(dock)
     _wait_until_ended(qtbot, widget)
