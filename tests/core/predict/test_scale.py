@@ -14,7 +14,7 @@ from napari_unet_lab.core.predict.scale import (
     scale_factor,
     typical_object_diameter,
 )
-from napari_unet_lab.core.predict.segment import segment
+from napari_unet_lab.core.predict.segment import iter_segment, segment
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +196,25 @@ def test_a_diameter_that_would_grow_the_image_past_memory_is_refused():
         "model was trained on objects of 28 pixels), needing about 262856.5 GiB of memory, "
         "more than the 8.0 GiB free; give a larger object diameter"
     )
+
+
+def test_a_first_pass_it_would_keep_is_checked_at_the_training_size(nuclei_model):
+    """A first pass that already sees objects at the size shown is checked once more, shrunk.
+
+    Pieces of far larger objects would pass for whole ones; the check sees them whole.
+    """
+    model, info = nuclei_model
+    larger = replace(info, shown_larger=2.0)
+    image, _ = disks(2.0 * info.object_diameter, shape=(300, 260))
+    work = iter_segment(model, larger, image, object_diameter="auto", tile_size=None)
+    messages = []
+    while True:
+        try:
+            messages.append(next(work).message)
+        except StopIteration as stop:
+            result = stop.value
+            break
+    check = f"resized {info.object_diameter / result.object_diameter:.2f}×"
+    assert any(message.startswith(check) for message in messages)  # the check ran
+    assert result.scale == 1.0  # it agreed: the first pass is kept
+    assert result.object_diameter == pytest.approx(2.0 * info.object_diameter, rel=0.10)

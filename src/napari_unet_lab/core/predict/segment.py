@@ -111,7 +111,9 @@ def iter_segment(
         and every result is brought back onto the image's pixel grid, where the
         objects are found. None: as it is. ``"auto"``: estimated from a first
         pass at 1×, refined by predicting again while the objects found are
-        more than `CLOSE_ENOUGH` times off; without objects, as it is, and
+        more than `CLOSE_ENOUGH` times off (a model shown objects larger than trained
+        checks a pass it would keep once more, the image shrunk so whole objects appear
+        at the training size); without objects, as it is, and
         `Segmentation.size_note` says so. A model that records no diameter
         predicts every image as it is (said only when a number was given).
 
@@ -180,8 +182,10 @@ def iter_segment(
         result.object_diameter, result.scale = float(object_diameter), factor
         result.size_note = size_note(result.object_diameter, factor, trained, "given", larger)
         return result
-    factor, result, tried = 1.0, None, set()
-    for attempt in range(1, AUTO_PASSES + 1):
+    factor, result, tried, checking, checked = 1.0, None, set(), False, False
+    passes, attempt = AUTO_PASSES, 0
+    while attempt < passes:
+        attempt += 1
         label = "estimating the object size" if attempt == 1 else f"resized {factor:.2f}×"
         latest = yield from segmented_at(factor, label)
         estimate = found_object_diameter(latest.objects)
@@ -190,13 +194,29 @@ def iter_segment(
             break
         latest.object_diameter, latest.scale = estimate, factor
         tried.add(round(factor, 2))
+        if checking:  # the same image seen smaller: whole objects keep their size
+            checking = False
+            if abs(math.log(estimate / result.object_diameter)) <= math.log(CLOSE_ENOUGH):
+                break
+            result = None  # that pass saw pieces of larger objects: go on from here
         # keep the pass whose objects the network saw closest to the size it is shown: a
         # refinement on fragments can only make the estimate worse, never hide a good pass
         shown = trained * larger
         if result is None or _size_gap(latest, shown) < _size_gap(result, shown):
             result = latest
         if _size_gap(latest, shown) <= math.log(CLOSE_ENOUGH):
-            break  # the network saw objects of about the size it is shown
+            # the network saw objects of about the size it is shown, unless they were pieces
+            # of far larger ones: unless it saw the image that small already, check once with
+            # the objects at the training size
+            try:
+                check = factor_for(estimate * larger)
+            except ValueError:  # too small to shrink
+                break
+            if checked or check * CLOSE_ENOUGH >= min(tried):
+                break
+            checked = checking = True
+            factor, passes = check, passes + 1
+            continue
         try:
             factor = factor_for(estimate)
         except ValueError:  # an estimate beyond what can be resized: keep the best pass
