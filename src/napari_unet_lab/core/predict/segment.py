@@ -183,7 +183,7 @@ def iter_segment(
         result.size_note = size_note(result.object_diameter, factor, trained, "given", larger)
         return result
     factor, result, tried, checking, checked = 1.0, None, set(), False, False
-    passes, attempt = AUTO_PASSES, 0
+    passes, attempt, shown = AUTO_PASSES, 0, trained * larger
     while attempt < passes:
         attempt += 1
         label = "estimating the object size" if attempt == 1 else f"resized {factor:.2f}×"
@@ -201,7 +201,6 @@ def iter_segment(
             result = None  # that pass saw pieces of larger objects: go on from here
         # keep the pass whose objects the network saw closest to the size it is shown: a
         # refinement on fragments can only make the estimate worse, never hide a good pass
-        shown = trained * larger
         if result is None or _size_gap(latest, shown) < _size_gap(result, shown):
             result = latest
         if _size_gap(latest, shown) <= math.log(CLOSE_ENOUGH):
