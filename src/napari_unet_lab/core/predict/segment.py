@@ -112,8 +112,8 @@ def iter_segment(
         objects are found. None: as it is. ``"auto"``: estimated from a first
         pass at 1×, refined by predicting again while the objects found are
         more than `CLOSE_ENOUGH` times off (a model shown objects larger than trained
-        checks a pass it would keep once more, the image shrunk so whole objects appear
-        at the training size); without objects, as it is, and
+        checks the pass it would keep once more, settled or not, the image shrunk so
+        whole objects appear at the training size); without objects, as it is, and
         `Segmentation.size_note` says so. A model that records no diameter
         predicts every image as it is (said only when a number was given).
 
@@ -199,29 +199,29 @@ def iter_segment(
             if abs(math.log(estimate / result.object_diameter)) <= math.log(CLOSE_ENOUGH):
                 break
             result = None  # that pass saw pieces of larger objects: go on from here
+            passes = attempt + 1  # one refinement from the check
         # keep the pass whose objects the network saw closest to the size it is shown: a
         # refinement on fragments can only make the estimate worse, never hide a good pass
         if result is None or _size_gap(latest, shown) < _size_gap(result, shown):
             result = latest
-        if _size_gap(latest, shown) <= math.log(CLOSE_ENOUGH):
-            # the network saw objects of about the size it is shown, unless they were pieces
-            # of far larger ones: unless it saw the image that small already, check once with
-            # the objects at the training size
+        settled = _size_gap(latest, shown) <= math.log(CLOSE_ENOUGH)
+        if not settled:
             try:
-                check = factor_for(estimate * larger)
+                factor = factor_for(estimate)
+                settled = round(factor, 2) in tried  # back to a size tried: it would not settle
+            except ValueError:  # an estimate beyond what can be resized: keep the best pass
+                settled = True
+        if settled or attempt == passes:
+            # the pass about to be kept may have seen pieces of far larger objects: unless the
+            # image was seen that small already, check once with its objects at the training size
+            try:
+                check = factor_for(result.object_diameter * larger)
             except ValueError:  # too small to shrink
                 break
             if checked or check * CLOSE_ENOUGH >= min(tried):
                 break
             checked = checking = True
-            factor, passes = check, passes + 1
-            continue
-        try:
-            factor = factor_for(estimate)
-        except ValueError:  # an estimate beyond what can be resized: keep the best pass
-            break
-        if round(factor, 2) in tried:
-            break  # back to a size already tried: it would not settle
+            factor, passes = check, attempt + 1
     if result.object_diameter is None:
         result.size_note = (
             "No objects were found to estimate the object size from, so the image was "
