@@ -162,6 +162,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="draw BBBC039 patches this many times as often",
     )
     parser.add_argument(
+        "--dark-copies",
+        type=int,
+        default=1,
+        help="draw DSB 2018 images whose nuclei are darker than their background (stained "
+        "tissue, brightfield) this many times as often",
+    )
+    parser.add_argument(
         "--validate-only",
         action="store_true",
         help="score the model of --start-from on the val splits and save it with its scores",
@@ -182,14 +189,26 @@ def read_split(folder: Path, limit: int | None = None) -> tuple[list[str], list,
     return names, images, labels
 
 
-def read_dsb_split(folder: Path, split: str, limit: int | None = None) -> tuple[list, list, list]:
-    """Return names, grayscale images and instance labels of one DSB 2018 split."""
+def read_dsb_split(
+    folder: Path, split: str, limit: int | None = None, dark_copies: int = 1
+) -> tuple[list, list, list]:
+    """Return names, grayscale images and instance labels of one DSB 2018 split.
+
+    Images whose nuclei are darker than their background come `dark_copies` times.
+    """
     index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-    names = [entry["id"] for entry in index if entry["split"] == split][:limit]
-    images = [tifffile.imread(folder / "images" / f"{name}.tif") for name in names]
-    images = [grayscale(image) if image.ndim == 3 else image for image in images]
-    labels = [tifffile.imread(folder / "labels" / f"{name}.tif") for name in names]
-    return [f"dsb2018/{name}" for name in names], images, labels
+    names, images, labels = [], [], []
+    for entry in [entry for entry in index if entry["split"] == split][:limit]:
+        image = tifffile.imread(folder / "images" / f"{entry['id']}.tif")
+        image = grayscale(image) if image.ndim == 3 else image
+        objects = tifffile.imread(folder / "labels" / f"{entry['id']}.tif")
+        inside = objects > 0
+        dark = inside.any() and image[inside].mean() < image[~inside].mean()
+        for copy in range(dark_copies if dark else 1):
+            names.append(f"dsb2018/{entry['id']}" + (f" (copy {copy + 1})" if copy else ""))
+            images.append(image)
+            labels.append(objects)
+    return names, images, labels
 
 
 def at_object_diameter(
@@ -362,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [f"{n} (copy {c + 1})" if c else n for c in copies for n in names]
         images, labels = images * args.bbbc039_copies, labels * args.bbbc039_copies
     if "dsb2018" in args.datasets:
-        more = read_dsb_split(args.dsb_data, "train", args.limit_images)
+        more = read_dsb_split(args.dsb_data, "train", args.limit_images, args.dark_copies)
         names, images, labels = names + more[0], images + more[1], labels + more[2]
     factors = {}
     if args.object_diameter is not None:
