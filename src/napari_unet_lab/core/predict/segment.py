@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,8 +182,47 @@ def iter_segment(
         result.object_diameter, result.scale = float(object_diameter), factor
         result.size_note = size_note(result.object_diameter, factor, trained, "given", larger)
         return result
+    result = yield from _auto_sized(segmented_at, factor_for, trained * larger, larger)
+    if result.object_diameter is None:
+        result.size_note = (
+            "No objects were found to estimate the object size from, so the image was "
+            "segmented at its own size, as the model was trained."
+        )
+    else:
+        result.size_note = size_note(
+            result.object_diameter, result.scale, trained, "estimated", larger
+        )
+    return result
+
+
+def _auto_sized(
+    segmented_at: Callable[[float, str], Generator[Progress, None, Segmentation]],
+    factor_for: Callable[[float], float],
+    shown: float,
+    larger: float,
+) -> Generator[Progress, None, Segmentation]:
+    """Segment with the object size estimated: the ``"auto"`` of `iter_segment`.
+
+    Parameters
+    ----------
+    segmented_at : callable
+        ``segmented_at(factor, label)``: a generator that segments the image resized by
+        `factor`, its progress messages prefixed by `label`.
+    factor_for : callable
+        The resize factor that shows objects of a diameter at the size `shown`; raises
+        ValueError where the image cannot be resized that much.
+    shown, larger : float
+        The diameter the network is shown objects at, and how much larger that is than
+        its training objects.
+
+    Returns
+    -------
+    Segmentation
+        The pass kept, with its `object_diameter` and `scale` (None and 1 when no pass
+        found objects).
+    """
     factor, result, tried, checking, checked = 1.0, None, set(), False, False
-    passes, attempt, shown = AUTO_PASSES, 0, trained * larger
+    passes, attempt = AUTO_PASSES, 0
     while attempt < passes:
         attempt += 1
         label = "estimating the object size" if attempt == 1 else f"resized {factor:.2f}×"
@@ -222,15 +261,6 @@ def iter_segment(
                 break
             checked = checking = True
             factor, passes = check, attempt + 1
-    if result.object_diameter is None:
-        result.size_note = (
-            "No objects were found to estimate the object size from, so the image was "
-            "segmented at its own size, as the model was trained."
-        )
-    else:
-        result.size_note = size_note(
-            result.object_diameter, result.scale, trained, "estimated", larger
-        )
     return result
 
 
