@@ -30,7 +30,8 @@ import torch
 
 from benchmarks.machine import ROOT, describe_machine, write_report
 from napari_unet_lab.core.metrics import segmentation_scores
-from napari_unet_lab.core.model.files import ModelInfo, builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import ModelInfo, load_model
 from napari_unet_lab.core.model.unet import UNet
 from napari_unet_lab.core.predict.segment import segment
 from napari_unet_lab.core.progress import run_to_end

@@ -24,7 +24,8 @@ Run::
     .venv/bin/python -m benchmarks.bench_object_size --scales --val-images 10 --out /tmp/a.json
 
 ``--model`` is a model file or the name of a built-in model (default ``nuclei``), and can
-be repeated. Torch runs on ``--threads`` threads (1 by default: the other core may be busy).
+be repeated; ``--rgb-model`` segments the RGB images of part B instead (``nuclei_tissue``:
+the model the Predict widget offers for an RGB layer). Torch runs on ``--threads`` threads (1 by default: the other core may be busy).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from skimage.transform import resize
 
 from benchmarks.machine import ROOT, describe_machine, write_report
 from napari_unet_lab.core.metrics import segmentation_scores
-from napari_unet_lab.core.model.files import builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import load_model
 from napari_unet_lab.core.predict.scale import object_diameters
 from napari_unet_lab.core.predict.segment import segment
 
@@ -219,8 +221,12 @@ def image_kind(entry: dict, image: np.ndarray, labels: np.ndarray) -> str:
     return f"grayscale {size}"
 
 
-def run_dsb(model, info, limit: int | None) -> dict[str, Any]:
-    """Part B: the DSB val split, as trained and "auto", in all and per kind of image."""
+def run_dsb(model, info, limit: int | None, rgb_model=None) -> dict[str, Any]:
+    """Part B: the DSB val split, as trained and "auto", in all and per kind of image.
+
+    `rgb_model`, a (model, info) pair, segments the RGB images where it is given, as the
+    Predict widget offers a model that takes colours for an RGB layer.
+    """
     folder = DATA / "dsb2018_train"
     entries = [e for e in json.loads((folder / "index.json").read_text()) if e["split"] == "val"]
     images = []
@@ -234,8 +240,9 @@ def run_dsb(model, info, limit: int | None) -> dict[str, Any]:
             "median_object_area": entry["median_object_area"],
             "true_diameter": float(np.median(object_diameters(labels))),
         }
+        segmenting = rgb_model if image.ndim == 3 and rgb_model is not None else (model, info)
         for name, setting in SETTINGS.items():
-            row[name] = scored(model, info, image, labels, setting, rgb=image.ndim == 3)
+            row[name] = scored(*segmenting, image, labels, setting, rgb=image.ndim == 3)
         images.append(row)
         print(
             f"  {entry['id'][:10]} {row['kind']:<18} AP@0.5 {row['as trained']['ap_50']:.3f} / "
@@ -351,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--limit", type=int, default=None, help="DSB images, spread evenly; default all 123"
     )
+    parser.add_argument(
+        "--rgb-model", default=None, help="model file or built-in name for the RGB images"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
@@ -367,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.bench_object_size " + " ".join(argv or sys.argv[1:]),
         "models": {},
     }
+    rgb_model = None
+    if args.rgb_model is not None:
+        rgb_model = load_model(builtin_models().get(args.rgb_model, Path(args.rgb_model)))
+        record["rgb_model"] = args.rgb_model
     for given in args.model or ["nuclei"]:
         path = builtin_models().get(given, Path(given))
         model, info = load_model(path)
@@ -378,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             if part == "scales":
                 report[part] = run_scales(model, info, args.val_images)
             else:
-                report[part] = run_dsb(model, info, args.limit)
+                report[part] = run_dsb(model, info, args.limit, rgb_model)
             report[part]["minutes"] = round((time.perf_counter() - start) / 60, 1)
             write_report(record, out)  # a stopped run keeps the parts it finished
         print_tables(given, report)

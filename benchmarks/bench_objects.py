@@ -26,7 +26,8 @@ import torch
 from benchmarks.bench_training_quality import DATA, THRESHOLDS
 from benchmarks.machine import ROOT, describe_machine, write_report
 from napari_unet_lab.core.metrics import average_precision
-from napari_unet_lab.core.model.files import builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import load_model
 from napari_unet_lab.core.predict.objects import OBJECT_THRESHOLD, SPLIT_DEPTH, object_labels
 from napari_unet_lab.core.predict.segment import segment
 

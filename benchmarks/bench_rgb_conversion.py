@@ -34,7 +34,8 @@ from benchmarks.bench_object_size import DATA
 from benchmarks.machine import ROOT, describe_machine, write_report
 from napari_unet_lab.core.images import grayscale
 from napari_unet_lab.core.metrics import segmentation_scores
-from napari_unet_lab.core.model.files import builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import load_model
 from napari_unet_lab.core.predict.segment import segment
 
 CONVERSIONS = {

@@ -11,8 +11,9 @@ that pass. Rules are then compared offline (`summarise`): always one candidate, 
 confident candidate, the one whose objects look closest to the training size, and the best
 candidate (chosen with the truth: the ceiling of any rule).
 
-Images: the DSB 2018 val split (``--dsb``, 123) and BBBC039 val resized by 0.5, 1, 2, 3
-(``--scales``, ``--val-images`` spread evenly), as `bench_object_size` reads them.
+Images: the DSB 2018 val split (``--dsb``, 123; its 21 RGB images alone for a model that
+takes colours) and BBBC039 val resized by 0.5, 1, 2, 3 (``--scales``, ``--val-images``
+spread evenly), as `bench_object_size` reads them.
 
 Run::
 
@@ -38,7 +39,8 @@ import torch
 from benchmarks.bench_object_size import DATA, SCALES, image_kind, resampled, spread
 from benchmarks.machine import ROOT, describe_machine, write_report
 from napari_unet_lab.core.metrics import segmentation_scores
-from napari_unet_lab.core.model.files import builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import load_model
 from napari_unet_lab.core.predict.scale import found_object_diameter, object_diameters
 from napari_unet_lab.core.predict.segment import segment
 
@@ -185,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         index = json.loads((folder / "index.json").read_text())
         for entry in [e for e in index if e["split"] == "val"]:
             image = tifffile.imread(folder / "images" / f"{entry['id']}.tif")
+            if info.config.in_channels == 3 and image.ndim != 3:
+                continue  # a model that takes colours is measured on the RGB images
             labels = tifffile.imread(folder / "labels" / f"{entry['id']}.tif")
             row = candidates(model, info, image, labels, image.ndim == 3, args.shown)
             row["kind"] = image_kind(entry, image, labels)

@@ -32,7 +32,8 @@ import torch
 from benchmarks.machine import ROOT, describe_machine, write_report
 from napari_unet_lab.core.config import TargetConfig, UNetConfig
 from napari_unet_lab.core.metrics import average_precision, pixel_iou
-from napari_unet_lab.core.model.files import ModelInfo, builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import ModelInfo, load_model
 from napari_unet_lab.core.model.unet import UNet, randomly_initialised
 from napari_unet_lab.core.predict.objects import OBJECT_THRESHOLD
 from napari_unet_lab.core.predict.segment import segment

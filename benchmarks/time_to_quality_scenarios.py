@@ -28,13 +28,8 @@ from benchmarks.machine import ROOT
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.images import channels_first
 from napari_unet_lab.core.metrics import segmentation_scores
-from napari_unet_lab.core.model.files import (
-    DEFAULT_MODEL,
-    ModelInfo,
-    builtin_models,
-    load_model,
-    model_paths,
-)
+from napari_unet_lab.core.model.builtin import DEFAULT_MODEL, builtin_models
+from napari_unet_lab.core.model.files import ModelInfo, load_model, model_paths
 from napari_unet_lab.core.model.unet import UNet
 from napari_unet_lab.core.predict.segment import segment
 from napari_unet_lab.core.train import AnnotatedImage, TrainingRun, trained_model_info

@@ -28,6 +28,15 @@ BBBC039 model::
         --zoom 0.25 --invert-contrast 0.3 --threads 1 --minutes 95 --name nuclei_broad \
         --scratch /work/train-scratch/broad > /tmp/train_broad.log 2>&1 &
 
+The three-channel ``nuclei_tissue`` (``--colour``) widens ``nuclei_broad`` to take R, G and B
+(it starts as ``nuclei_broad`` on the luminance) and goes on from it on the RGB images of
+DSB 2018 alone, scored on the RGB images of the val split::
+
+    nohup .venv/bin/python scripts/train_base_model.py --colour --datasets dsb2018 \
+        --start-from src/napari_unet_lab/models/nuclei_broad.json --object-diameter 28.2 \
+        --zoom 0.25 --low-resolution 0.3 --learning-rate 3e-4 --minutes 50 --threads 2 \
+        --name nuclei_tissue --scratch /work/train-scratch/tissue > /tmp/train_tissue.log 2>&1 &
+
 The BBBC039-only model took 62 minutes of training (1.5 s per step on one CPU thread, the
 other core busy) and 1 minute of validation (pixel IoU, AP@0.5 and mean AP on the 50
 val images). If it is killed, add ``--resume`` to the same command to go on.
@@ -39,18 +48,26 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
+from base_model_data import (
+    DATA,
+    DSB_DATA,
+    DSB_PROVENANCE,
+    PROVENANCE,
+    at_object_diameter,
+    read_dsb_split,
+    read_split,
+)
 
 from napari_unet_lab.core.config import AugmentationConfig, TargetConfig, UNetConfig
-from napari_unet_lab.core.images import grayscale
+from napari_unet_lab.core.images import LUMINANCE_WEIGHTS
 from napari_unet_lab.core.metrics import segmentation_scores
 from napari_unet_lab.core.model.files import ModelInfo, load_model, save_model
-from napari_unet_lab.core.model.unet import randomly_initialised
-from napari_unet_lab.core.predict.scale import object_diameters, resized_image
+from napari_unet_lab.core.model.unet import UNet, randomly_initialised
 from napari_unet_lab.core.predict.segment import segment
 from napari_unet_lab.core.progress import run_to_end
 from napari_unet_lab.core.train import (
@@ -61,40 +78,19 @@ from napari_unet_lab.core.train import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = Path("/work/shared/data/bbbc039")
-DSB_DATA = Path("/work/shared/data/dsb2018_train")
 MODELS = REPO / "src" / "napari_unet_lab" / "models"
 CLASS_NAMES = ["background", "nucleus"]
-PROVENANCE = {
-    "dataset": "BBBC039 version 1 (Broad Bioimage Benchmark Collection)",
-    "content": "Hoechst-stained U2OS nuclei, widefield fluorescence, 520 x 696 px, 12-bit",
-    "licence": "CC0 1.0",
-    "citation": (
-        "Caicedo et al., Evaluation of Deep Learning Strategies for Nucleus Segmentation "
-        "in Fluorescence Images, Cytometry Part A 95:952-965, 2019; "
-        "Ljosa et al., Nature Methods 9:637, 2012"
-    ),
-    "split": "train",
-    "split_note": "a seeded random split of BBBC039, not the official one",
-    "validation": "val split, 50 images",
-}
-DSB_PROVENANCE = {
-    "dataset": "DSB 2018 stage-1 training set (BBBC038), with the community mask corrections "
-    "of kaggle-dsbowl-2018-dataset-fixes",
-    "content": "nuclei of many kinds: fluorescence at several magnifications, brightfield, "
-    "stained tissue (RGB, converted to grayscale by luminance)",
-    "licence": "CC0 1.0",
-    "citation": "Caicedo et al., Nucleus segmentation across imaging experiments: the 2018 "
-    "Data Science Bowl, Nature Methods 16:1247-1253, 2019",
-    "split": "train (index.json of the shared copy: every fifth image of each group is val)",
-    "validation": "val split, 123 images",
-}
 BROAD_DESCRIPTION = (
     "Nuclei in fluorescence, brightfield and stained-tissue images. Light U-Net trained on "
     "BBBC039 and the DSB 2018 training set, every image resized so nuclei are about "
     "{diameter:.0f} px across; predicts background and nucleus, with a thin background gap "
     "between touching nuclei. Use an automatic object diameter for other sizes; RGB images "
     "are converted to grayscale."
+)
+TISSUE_DESCRIPTION = (
+    "Nuclei in stained tissue (RGB, e.g. H&E). Light U-Net taking the three colours, widened "
+    "from nuclei_broad and trained on the RGB images of the DSB 2018 training set, each resized "
+    "so nuclei are about 28 px across; predicts background and nucleus."
 )
 DESCRIPTION = (
     "Nuclei in widefield fluorescence images (Hoechst/DAPI-like stains). Light U-Net "
@@ -169,6 +165,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "tissue, brightfield) this many times as often",
     )
     parser.add_argument(
+        "--colour",
+        action="store_true",
+        help="train a three-channel model on the DSB 2018 RGB images (stained tissue) alone; "
+        "a grayscale --start-from model is widened to take each colour by its luminance weight",
+    )
+    parser.add_argument(
         "--validate-only",
         action="store_true",
         help="score the model of --start-from on the val splits and save it with its scores",
@@ -179,55 +181,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="save without scoring the val splits (scored later, e.g. where the data is)",
     )
     return parser.parse_args(argv)
-
-
-def read_split(folder: Path, limit: int | None = None) -> tuple[list[str], list, list]:
-    """Return names, images and instance labels of one split."""
-    names = sorted(path.stem for path in (folder / "images").glob("*.tif"))[:limit]
-    images = [tifffile.imread(folder / "images" / f"{name}.tif") for name in names]
-    labels = [tifffile.imread(folder / "labels" / f"{name}.tif") for name in names]
-    return names, images, labels
-
-
-def read_dsb_split(
-    folder: Path, split: str, limit: int | None = None, dark_copies: int = 1
-) -> tuple[list, list, list]:
-    """Return names, grayscale images and instance labels of one DSB 2018 split.
-
-    Images whose nuclei are darker than their background come `dark_copies` times.
-    """
-    index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-    names, images, labels = [], [], []
-    for entry in [entry for entry in index if entry["split"] == split][:limit]:
-        image = tifffile.imread(folder / "images" / f"{entry['id']}.tif")
-        image = grayscale(image) if image.ndim == 3 else image
-        objects = tifffile.imread(folder / "labels" / f"{entry['id']}.tif")
-        inside = objects > 0
-        dark = inside.any() and image[inside].mean() < image[~inside].mean()
-        for copy in range(dark_copies if dark else 1):
-            names.append(f"dsb2018/{entry['id']}" + (f" (copy {copy + 1})" if copy else ""))
-            images.append(image)
-            labels.append(objects)
-    return names, images, labels
-
-
-def at_object_diameter(
-    image: np.ndarray, labels: np.ndarray, diameter: float
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Resize an image and its labels so the median object is `diameter` pixels across.
-
-    Images within 10 % of it are kept as they are (zoom augmentation covers that).
-    Returns the image, the labels and the factor used.
-    """
-    found = object_diameters(labels)
-    factor = diameter / float(np.median(found)) if found.size else 1.0
-    if abs(factor - 1.0) <= 0.1:
-        return image, labels, 1.0
-    resized = resized_image(image, factor, None)
-    # nearest neighbour: every object keeps its own id, no new ids appear
-    rows = np.minimum((np.arange(resized.shape[0]) + 0.5) / factor, labels.shape[0] - 1)
-    cols = np.minimum((np.arange(resized.shape[1]) + 0.5) / factor, labels.shape[1] - 1)
-    return resized, labels[rows.astype(int)[:, None], cols.astype(int)[None, :]], factor
 
 
 def score_split(
@@ -271,12 +224,16 @@ def validated(
     diameter = "auto" if info.object_diameter else None
     started = time.perf_counter()
     splits = {}
-    if not args.skip_validation:
+    if args.colour and not args.skip_validation:
+        log(f"validating on the RGB images of the DSB 2018 val split (object diameter {diameter})")
+        dsb = read_dsb_split(args.dsb_data, "val", args.limit_images, colour=True)
+        splits["dsb2018_val_rgb"] = score_split(model, info, *dsb, args.device, diameter)
+    elif not args.skip_validation:
         log(f"validating on the BBBC039 val split (object diameter {diameter})")
         val = read_split(args.data / "val", args.limit_images)
         splits["bbbc039_val"] = score_split(model, info, *val, args.device, diameter)
         info.provenance["validation_images"] = val[0]
-    if broad and not args.skip_validation:
+    if broad and not (args.colour or args.skip_validation):
         log("validating on the DSB 2018 val split")
         dsb = read_dsb_split(args.dsb_data, "val", args.limit_images)
         splits["dsb2018_val"] = score_split(model, info, *dsb, args.device, diameter)
@@ -352,10 +309,31 @@ def shown_larger(info: ModelInfo, args: argparse.Namespace) -> None:
     """Record ``--shown-larger`` in the model, with where it was measured."""
     if args.shown_larger is not None:
         info.shown_larger = args.shown_larger
-        info.metrics["shown_larger_measured"] = (
-            "benchmarks/bench_scale_choice.py on the val splits (benchmarks/README.md, "
-            "'Objects a little larger than trained')"
+        section = (
+            "A three-channel model for stained tissue"
+            if args.colour
+            else "Objects a little larger than trained"
         )
+        info.metrics["shown_larger_measured"] = (
+            "benchmarks/bench_scale_choice.py on the val splits "
+            f"(benchmarks/README.md, '{section}')"
+        )
+
+
+def widened_to_colour(model: UNet) -> UNet:
+    """Return a three-channel copy of a grayscale U-Net that computes what it did.
+
+    The first layer takes each colour with the grayscale weights times that colour's
+    luminance weight, so an RGB image gives what its luminance gave (up to the
+    intensity normalisation, which now spans all three colours).
+    """
+    colour = randomly_initialised(replace(model.config, in_channels=3))
+    state = model.state_dict()
+    first = "encoders.0.0.weight"
+    weights = torch.as_tensor(LUMINANCE_WEIGHTS, dtype=state[first].dtype)
+    state[first] = state[first] * weights.view(1, 3, 1, 1)
+    colour.load_state_dict(state)
+    return colour
 
 
 def log(message: str) -> None:
@@ -374,13 +352,16 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint_path = args.scratch / "checkpoint.pt"
 
     names, images, labels = [], [], []
-    if "bbbc039" in args.datasets:
+    if args.colour:
+        args.datasets = ["dsb2018"]
+        names, images, labels = read_dsb_split(args.dsb_data, "train", args.limit_images, 1, True)
+    elif "bbbc039" in args.datasets:
         names, images, labels = read_split(args.data / "train", args.limit_images)
         # patches are drawn from the images evenly: copies weigh BBBC039 against DSB 2018
         copies = range(args.bbbc039_copies)
         names = [f"{n} (copy {c + 1})" if c else n for c in copies for n in names]
         images, labels = images * args.bbbc039_copies, labels * args.bbbc039_copies
-    if "dsb2018" in args.datasets:
+    if "dsb2018" in args.datasets and not args.colour:
         more = read_dsb_split(args.dsb_data, "train", args.limit_images, args.dark_copies)
         names, images, labels = names + more[0], images + more[1], labels + more[2]
     factors = {}
@@ -393,11 +374,13 @@ def main(argv: list[str] | None = None) -> int:
             f"resized {sum(f != 1.0 for f in factors.values())} of {len(names)} images to "
             f"nuclei of {args.object_diameter} px ({sum(i.size for i in images) / 1e6:.0f} Mpx)"
         )
-    config = UNetConfig()
+    config = UNetConfig(in_channels=3 if args.colour else 1)
     device = torch.device(args.device)
     base = None
     if args.start_from is not None:
         model, base = load_model(args.start_from)
+        if args.colour and model.config.in_channels == 1:
+            model = widened_to_colour(model)
         if model.config != config:
             raise SystemExit(f"{args.start_from} is not a light U-Net ({model.config})")
         model = model.to(device)
@@ -483,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
         base=base,
         started_from=started_from,
         description=(
-            BROAD_DESCRIPTION.format(diameter=args.object_diameter or 28) if broad else DESCRIPTION
+            TISSUE_DESCRIPTION
+            if args.colour
+            else BROAD_DESCRIPTION.format(diameter=args.object_diameter or 28)
+            if broad
+            else DESCRIPTION
         ),
         annotations=items,  # the object size, measured on the instance labels
         training={
@@ -494,7 +481,9 @@ def main(argv: list[str] | None = None) -> int:
             "optimizer": "Adam",
             "datasets": list(args.datasets),
             "resized_to_object_diameter": args.object_diameter,
-            "rgb_conversion": "luminance (core.images.grayscale)",
+            "rgb_conversion": "none: three channels, R, G, B"
+            if args.colour
+            else "luminance (core.images.grayscale)",
             "mean_step_seconds": round(float(np.mean(step_times)), 3),
             "last_session_wall_seconds": round(wall_seconds, 1),
             "sessions": sessions,
@@ -503,7 +492,11 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python scripts/train_base_model.py " + " ".join(sys.argv[1:]),
             "record": f"{args.name}.training.json",
         },
-        provenance={**PROVENANCE, **({"more_data": DSB_PROVENANCE} if broad else {})},
+        provenance=(
+            {**DSB_PROVENANCE, "content": "the RGB images (stained tissue), as R, G, B"}
+            if args.colour
+            else {**PROVENANCE, **({"more_data": DSB_PROVENANCE} if broad else {})}
+        ),
     )
 
     shown_larger(info, args)

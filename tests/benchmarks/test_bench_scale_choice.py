@@ -6,7 +6,8 @@ import pytest
 from benchmarks.bench_scale_choice import SHOWN, candidates, summarise
 from tests.synthetic import bright_disks
 
-from napari_unet_lab.core.model.files import builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import load_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -19,7 +19,7 @@ from benchmarks.time_to_quality_scenarios import (
 from scipy import ndimage
 
 from napari_unet_lab.core.config import UNetConfig
-from napari_unet_lab.core.model.files import DEFAULT_MODEL
+from napari_unet_lab.core.model.builtin import DEFAULT_MODEL
 from napari_unet_lab.core.train import training_target
 
 

@@ -18,7 +18,8 @@ from napari_unet_lab.cli.main import main
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.formats.tiff import load_labels_tiff
 from napari_unet_lab.core.metrics import average_precision, pixel_iou
-from napari_unet_lab.core.model.files import ModelInfo, builtin_models, load_model, save_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import ModelInfo, load_model, save_model
 from napari_unet_lab.core.model.unet import UNet
 from napari_unet_lab.core.predict.segment import segment
 from napari_unet_lab.samples import load_sample

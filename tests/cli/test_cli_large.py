@@ -7,7 +7,8 @@ import numpy as np
 from napari_unet_lab.cli.common import EXIT_OK
 from napari_unet_lab.cli.main import main
 from napari_unet_lab.core.formats.ome_zarr import write_labels_ome_zarr
-from napari_unet_lab.core.model.files import builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import load_model
 from napari_unet_lab.core.predict.larger_than_memory import open_prediction
 from napari_unet_lab.samples import load_sample
 

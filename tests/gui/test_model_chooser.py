@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_unet_lab.core.model.files import builtin_models
+from napari_unet_lab.core.model.builtin import builtin_models
 from napari_unet_lab.gui.inspect_widget import InspectWidget
 from napari_unet_lab.gui.model_chooser import MODEL_FROM_FILE, ModelChooser
 from napari_unet_lab.gui.predict_widget import PredictWidget

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_unet_lab.core.model.files import DEFAULT_MODEL, builtin_models
+from napari_unet_lab.core.model.builtin import DEFAULT_MODEL, builtin_models
 from napari_unet_lab.gui.inspect_widget import InspectWidget
 from napari_unet_lab.gui.pickers import LayerPicker, annotation_match
 from napari_unet_lab.gui.predict_widget import PredictWidget

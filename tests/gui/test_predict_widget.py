@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_unet_lab.core.model.files import DEFAULT_MODEL
+from napari_unet_lab.core.model.builtin import DEFAULT_MODEL, RGB_MODEL, builtin_models
 from napari_unet_lab.gui.predict_widget import PredictWidget
 from napari_unet_lab.samples import load_sample
 
@@ -170,13 +170,14 @@ def test_the_built_in_model_segments_an_rgb_layer_as_its_luminance_and_says_so(
     viewer = make_napari_viewer()
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    name = widget.model.info.name  # the built-in model, grayscale
-    assert widget.model.info.config.in_channels == 1
     image, _ = load_sample("nuclei_1")
     tint = np.array([0.8, 0.35, 0.9])  # purple nuclei, as a stain colours them
     colours = (image[:160, :200, None] * tint).astype(np.uint8)
     tissue = viewer.add_image(colours, rgb=True, name="tissue", scale=(0.5, 0.5))
     widget.image.value = tissue
+    widget.model.choice.value = builtin_models()[DEFAULT_MODEL]  # the user's choice
+    name = widget.model.info.name  # the built-in model, grayscale
+    assert widget.model.info.config.in_channels == 1
     _run(qtbot, widget)
 
     assert errors == []
@@ -187,7 +188,8 @@ def test_the_built_in_model_segments_an_rgb_layer_as_its_luminance_and_says_so(
     assert count > 5
     assert widget.status.value.startswith(
         f"Found {count} objects in tissue with {name}. "
-        "RGB image converted to grayscale (luminance) for a grayscale model."
+        "RGB image converted to grayscale (luminance) for a grayscale model; the built-in "
+        f"model {RGB_MODEL} takes the colours of stained tissue."
     )
     # exactly what the model makes of the luminance as a grayscale layer
     widget.image.value = viewer.add_image(grayscale(colours), name="luminance")
@@ -302,3 +304,35 @@ def test_automatic_object_diameter_resizes_for_the_model_and_says_so(
     assert not widget.diameter.native.isHidden() and widget.object_diameter == 40.0
     widget.diameter_choice.value = "as trained"
     assert widget.object_diameter is None and widget.diameter.native.isHidden()
+
+
+def test_an_rgb_layer_is_offered_the_built_in_model_that_takes_colours(
+    qtbot, make_napari_viewer, errors
+):
+    """Stained tissue gets the three-channel built-in model; a model the user chose stays."""
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    image, truth = load_sample("nuclei_tissue")
+    gray = viewer.add_image(np.zeros((40, 50), np.uint8), name="gray")
+    tissue = viewer.add_image(image, rgb=True, name="tissue")
+    assert widget.image.value is tissue  # the newest layer is guessed
+    assert widget.model.info.name == RGB_MODEL and widget.model.info.config.in_channels == 3
+    widget.image.value = gray
+    assert widget.model.info.name == DEFAULT_MODEL
+    widget.image.value = tissue
+    assert widget.model.info.name == RGB_MODEL
+    _run(qtbot, widget)
+    assert errors == []
+    objects = viewer.layers[f"tissue objects ({RGB_MODEL})"].data
+    assert objects.shape == truth.shape
+    assert "RGB" not in widget.status.value  # the colours were taken, not converted
+
+    widget.model.choice.value = builtin_models()["nuclei"]  # chosen by the user
+    widget.image.value = gray
+    widget.image.value = tissue
+    assert widget.model.info.name == "nuclei"
+    widget.model.choose_file(builtin_models()[DEFAULT_MODEL])  # a file, even a built-in one
+    widget.image.value = gray
+    widget.image.value = tissue
+    assert widget.model.choice.value != builtin_models()[RGB_MODEL]

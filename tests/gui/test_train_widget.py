@@ -394,3 +394,22 @@ def test_a_time_budget_ends_the_run_in_its_worker(qtbot, viewer_and_widget, erro
     assert widget.controls.progress_bar.value == 1000 or not widget.controls.progress_bar.visible
     assert widget.live.plot.total_steps == max(progress[-1].total_steps, run.step)
     assert f"Trained {run.step} steps" in widget.controls.status.value
+
+
+def test_an_rgb_layer_is_offered_the_built_in_model_that_takes_colours_to_start_from(
+    make_napari_viewer, errors
+):
+    """Fine-tuning on stained tissue starts from the three-channel built-in model."""
+    from napari_unet_lab.core.model.builtin import DEFAULT_MODEL, RGB_MODEL, builtin_models
+
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    gray = viewer.add_image(np.zeros((40, 50), np.uint8), name="gray")
+    tissue = viewer.add_image(np.zeros((40, 50, 3), np.uint8), rgb=True, name="tissue")
+    widget.pairs.image.value = tissue
+    assert widget.start_from.info.name == RGB_MODEL
+    widget.pairs.image.value = gray
+    assert widget.start_from.info.name == DEFAULT_MODEL
+    widget.start_from.choice.value = builtin_models()["nuclei"]  # the user's own choice stays
+    widget.pairs.image.value = tissue
+    assert widget.start_from.info.name == "nuclei" and errors == []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from napari_unet_lab.core.model.files import builtin_models
+from napari_unet_lab.core.model.builtin import builtin_models
 from napari_unet_lab.gui import predict_widget
 from napari_unet_lab.gui.predict_widget import PredictWidget
 from napari_unet_lab.samples import load_sample

@@ -20,7 +20,8 @@ import tifffile
 
 from ..core.device import available_devices, select_device
 from ..core.formats.atomic import write_atomically
-from ..core.model.files import ModelFileError, ModelInfo, builtin_models, load_model, model_paths
+from ..core.model.builtin import builtin_models
+from ..core.model.files import ModelFileError, ModelInfo, load_model, model_paths
 from ..core.model.unet import UNet
 
 PROG = "napari-unet-lab"

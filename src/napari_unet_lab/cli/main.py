@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..core.device import NotEnoughMemory, is_out_of_memory
+from ..core.model.builtin import builtin_models
 from ..core.model.export import ExportError, MissingPackageError
-from ..core.model.files import ModelFileError, builtin_models
+from ..core.model.files import ModelFileError
 from . import demo, evaluate, export, predict, train
 from .common import (
     EXIT_BAD_INPUT,

@@ -46,7 +46,7 @@ _HOMES = {
     "load_model": "model.files",
     "save_model": "model.files",
     "read_model_info": "model.files",
-    "builtin_models": "model.files",
+    "builtin_models": "model.builtin",
     "check_model_destination": "model.files",
     "export_onnx": "model.export",
     "export_torchscript": "model.export",

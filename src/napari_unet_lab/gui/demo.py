@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     import napari
 
     from ..core.formats.tiff import save_labels_tiff
-    from ..core.model.files import builtin_models
+    from ..core.model.builtin import builtin_models
 
     if not builtin_models():
         print("napari-unet-lab: no built-in model is installed; reinstall the plugin.")

@@ -8,7 +8,8 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FileEdit
 
-from ..core.model.files import ModelInfo, builtin_models, load_model, read_model_info
+from ..core.model.builtin import DEFAULT_MODEL, RGB_MODEL, builtin_model_for, builtin_models
+from ..core.model.files import ModelInfo, load_model, read_model_info
 from ..core.model.unet import UNet
 from .docks import status_line
 from .messages import sentence
@@ -51,7 +52,8 @@ class ModelChooser(Container):
         self._first = first or (lambda: [])
         self._last = list(last)
         # read once: layer events refresh the choices, and must not read files each time
-        self._builtin = [(f"{name} (built-in)", path) for name, path in builtin_models().items()]
+        self._builtin_paths = builtin_models()
+        self._builtin = [(f"{name} (built-in)", path) for name, path in self._builtin_paths.items()]
         self._info: ModelInfo | None = None
         self.choice = ComboBox(label=label, choices=self._choices)
         self.file = FileEdit(label="Model file", filter=MODEL_FILE_FILTER, visible=False)
@@ -97,6 +99,18 @@ class ModelChooser(Container):
     def info(self) -> ModelInfo | None:
         """What the chosen model file says about its model; None if there is none to use."""
         return self._info
+
+    def suit_image(self, rgb: bool) -> None:
+        """Offer the built-in model suited to the image, while a built-in default is chosen.
+
+        Choosing an RGB layer swaps the default model for the one that takes colours
+        (`builtin_model_for`), and a grayscale layer swaps it back; a model the user
+        chose otherwise (another built-in one, a file) is left as it is.
+        """
+        defaults = {self._builtin_paths.get(name) for name in (DEFAULT_MODEL, RGB_MODEL)}
+        suited = self._builtin_paths.get(builtin_model_for(rgb) or "")
+        if suited is not None and self.choice.value in defaults - {None}:
+            self.choice.value = suited
 
     def choose_file(self, path: str | Path) -> None:
         """Choose a model file, as picking "model file…" and then the file does."""

@@ -101,6 +101,8 @@ class PredictWidget(Container):
         self.diameter_choice.changed.connect(
             lambda choice: setattr(self.diameter, "visible", choice == "in pixels")
         )
+        self.image.changed.connect(self._suit_model)
+        self._suit_model()
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.image.tooltip = "The image to segment (2D, or a stack segmented slice by slice)."
@@ -126,6 +128,11 @@ class PredictWidget(Container):
         """The object diameter to segment with: "auto", None (as trained) or pixels."""
         chosen = DIAMETER_CHOICES[self.diameter_choice.value]
         return self.diameter.value if chosen == "pixels" else chosen
+
+    def _suit_model(self, _layer=None) -> None:
+        # an RGB layer is offered the built-in model that takes colours, a grayscale one the default
+        if self.image.value is not None:
+            self.model.suit_image(self.image.value.rgb)
 
     def _toggle_advanced(self, shown: bool) -> None:
         for widget in self._advanced:

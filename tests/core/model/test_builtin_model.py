@@ -3,7 +3,8 @@
 import pytest
 
 from napari_unet_lab.core.metrics import segmentation_scores
-from napari_unet_lab.core.model.files import builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import load_model
 from napari_unet_lab.core.predict.segment import segment
 from napari_unet_lab.samples import load_sample
 
@@ -24,3 +25,39 @@ def test_builtin_model_separates_the_sample_nuclei(nuclei_model, name):
     assert scores["pixel_iou"] >= 0.92
     assert scores["ap_50"] >= 0.83
     assert scores["mean_average_precision"] >= 0.65
+
+
+def test_an_rgb_image_is_offered_the_model_that_takes_colours(monkeypatch):
+    from napari_unet_lab.core.model import builtin
+
+    assert builtin.builtin_model_for(rgb=False) == builtin.DEFAULT_MODEL
+    assert builtin.builtin_model_for(rgb=True) == builtin.RGB_MODEL
+    _, info = load_model(builtin_models()[builtin.RGB_MODEL])
+    assert info.config.in_channels == 3 and info.object_diameter == pytest.approx(28.2, abs=0.2)
+    shipped = builtin_models()
+    del shipped[builtin.RGB_MODEL]
+    monkeypatch.setattr(builtin, "builtin_models", lambda: shipped)
+    assert builtin.builtin_model_for(rgb=True) == builtin.DEFAULT_MODEL  # none for colours
+
+
+def test_the_tissue_model_outlines_the_tissue_sample_better_than_the_luminance():
+    """Its colours help: measured AP@0.5 0.594 / mean AP 0.302 against 0.529 / 0.226."""
+    from napari_unet_lab.core.model.builtin import DEFAULT_MODEL, RGB_MODEL
+
+    image, truth = load_sample("nuclei_tissue")
+    scores = {
+        name: segmentation_scores(
+            segment(
+                *load_model(builtin_models()[name]), image, rgb=True, object_diameter="auto"
+            ).objects,
+            truth,
+        )
+        for name in (RGB_MODEL, DEFAULT_MODEL)
+    }
+    assert scores[RGB_MODEL]["ap_50"] >= 0.57
+    assert scores[RGB_MODEL]["mean_average_precision"] >= 0.28
+    gain = (
+        scores[RGB_MODEL]["mean_average_precision"]
+        - scores[DEFAULT_MODEL]["mean_average_precision"]
+    )
+    assert gain >= 0.05

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from napari_unet_lab.core.config import UNetConfig
+from napari_unet_lab.core.model.builtin import builtin_models
 from napari_unet_lab.core.model.export import (
     MissingPackageError,
     example_input,
@@ -24,7 +25,7 @@ from napari_unet_lab.core.model.export import (
     validate_bioimageio,
 )
 from napari_unet_lab.core.model.export import bioimageio as bioimageio_export
-from napari_unet_lab.core.model.files import ModelInfo, builtin_models, load_model
+from napari_unet_lab.core.model.files import ModelInfo, load_model
 from napari_unet_lab.core.model.unet import UNet
 from napari_unet_lab.samples import load_sample
 

@@ -14,10 +14,10 @@ from safetensors.torch import save as safetensors_save
 
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.images import DEFAULT_NORMALIZATION
+from napari_unet_lab.core.model.builtin import builtin_models
 from napari_unet_lab.core.model.files import (
     ModelFileError,
     ModelInfo,
-    builtin_models,
     check_compatible,
     check_model_destination,
     load_model,

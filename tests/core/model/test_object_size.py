@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from napari_unet_lab.core.config import UNetConfig
+from napari_unet_lab.core.model.builtin import builtin_models
 from napari_unet_lab.core.model.files import (
     ModelFileError,
     ModelInfo,
-    builtin_models,
     load_model,
     read_model_info,
     save_model,

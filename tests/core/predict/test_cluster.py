@@ -8,7 +8,8 @@ import pytest
 import zarr
 from distributed import Client, LocalCluster
 
-from napari_unet_lab.core.model.files import builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import load_model
 from napari_unet_lab.core.predict.cluster import models_built_here, read_here
 from napari_unet_lab.core.predict.larger_than_memory import predict_to_zarr
 from napari_unet_lab.samples import load_sample

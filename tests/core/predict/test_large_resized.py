@@ -11,7 +11,8 @@ import zarr
 from distributed import Client, LocalCluster
 
 from napari_unet_lab.core.formats.ome_zarr import write_labels_ome_zarr
-from napari_unet_lab.core.model.files import builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import load_model
 from napari_unet_lab.core.predict.larger_than_memory import (
     iter_predict_to_zarr,
     open_prediction,

@@ -11,7 +11,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_unet_lab.core.config import UNetConfig
-from napari_unet_lab.core.model.files import ModelInfo, builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import ModelInfo, load_model
 from napari_unet_lab.core.predict.plausibility import (
     TRAINING_DIAMETER_KEY,
     measure_plausibility,

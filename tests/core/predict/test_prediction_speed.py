@@ -5,7 +5,8 @@ import torch
 
 from napari_unet_lab.core.config import UNetConfig
 from napari_unet_lab.core.images import intensity_range_for
-from napari_unet_lab.core.model.files import builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import load_model
 from napari_unet_lab.core.model.unet import UNet
 from napari_unet_lab.core.predict.objects import class_labels, object_labels
 from napari_unet_lab.core.predict.tiling import inference_network, predict_tiled, run_network

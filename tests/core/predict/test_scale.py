@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_unet_lab.core.model.files import builtin_models, load_model
+from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.files import load_model
 from napari_unet_lab.core.predict import segment as segment_module
 from napari_unet_lab.core.predict.scale import (
     object_diameters,

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,6 @@ from .schema import (
 from .unet import UNet
 
 LARGEST_DESCRIPTION = 64 * 2**20  # bytes; a model's JSON file is a few kilobytes
-# the built-in model offered first: nuclei of many kinds and sizes (benchmarks/README.md)
-DEFAULT_MODEL = "nuclei_broad"
 
 
 class ModelFileError(ValueError):
@@ -289,26 +286,6 @@ def load_model(path: str | os.PathLike) -> tuple[UNet, ModelInfo]:
     model = UNet(info.config)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     return model.eval(), info
-
-
-def builtin_models() -> dict[str, Path]:
-    """Return the models shipped with the plugin, by name, as paths to their JSON files.
-
-    The default model (`DEFAULT_MODEL`) comes first, so every list of them offers it first.
-    """
-    folder = files("napari_unet_lab") / "models"
-    if not folder.is_dir():
-        return {}
-    found = {}
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".json"):
-            path = Path(str(entry))
-            try:
-                found[read_model_info(path).name] = path
-            except ModelFileError:
-                continue  # a damaged built-in model is left out rather than breaking the list
-    first = {DEFAULT_MODEL: found.pop(DEFAULT_MODEL)} if DEFAULT_MODEL in found else {}
-    return {**first, **found}
 
 
 def check_compatible(info: ModelInfo, in_channels: int | None = None, class_names=None) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from ..device import available_memory
 from ..images import check_image, image_for_model, intensity_range_for
+from ..model.builtin import RGB_MODEL, builtin_model_for
 from ..model.files import ModelInfo
 from ..model.unet import UNet
 from ..progress import Progress, run_to_end
@@ -62,7 +63,8 @@ class Segmentation:
         One plain sentence on the object size used, for the user; "" if none.
     image_note : str
         One plain sentence on how the image was converted for the model (an
-        RGB image for a grayscale model: `images.RGB_CONVERTED_NOTE`); "" if not.
+        RGB image for a grayscale model: `images.RGB_CONVERTED_NOTE`, and the
+        built-in model that takes colours where one is shipped); "" if not.
     """
 
     probabilities: np.ndarray
@@ -125,6 +127,8 @@ def iter_segment(
         the memory takes.
     """
     image, rgb, image_note = image_for_model(image, model.config.in_channels, rgb)
+    if image_note and builtin_model_for(rgb=True) == RGB_MODEL:
+        image_note += f"; the built-in model {RGB_MODEL} takes the colours of stained tissue"
     channel_axis = check_image(image, model.config.in_channels, rgb)
     if model.config != info.config:
         raise ValueError("the model does not match its description")
