@@ -108,7 +108,7 @@ class ModelChooser(Container):
         chose otherwise (another built-in one, a file) is left as it is.
         """
         defaults = {self._builtin_paths.get(name) for name in (DEFAULT_MODEL, RGB_MODEL)}
-        suited = self._builtin_paths.get(builtin_model_for(rgb) or "")
+        suited = self._builtin_paths.get(builtin_model_for(rgb, self._builtin_paths) or "")
         if suited is not None and self.choice.value in defaults - {None}:
             self.choice.value = suited
 

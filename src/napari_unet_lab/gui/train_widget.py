@@ -91,13 +91,15 @@ class TrainWidget(Container):
         self.append(self.saving)
         self.controls.start_button.changed.connect(self.start)
         self.saving.button.changed.connect(self.save)
-        # RGB images are offered the built-in model that takes colours to start from
-        self.pairs.image.changed.connect(
-            lambda layer: layer is not None and self.start_from.suit_image(layer.rgb)
-        )
+        self.pairs.image.changed.connect(self._suit_start)
         events = self._viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self.pairs.reset_choices)
+
+    def _suit_start(self, layer: Layer | None) -> None:
+        # an RGB image is offered the built-in model that takes colours to start from
+        if layer is not None:
+            self.start_from.suit_image(layer.rgb)
 
     # -------------------------------------------------------------- running
     @property

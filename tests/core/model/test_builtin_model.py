@@ -38,6 +38,8 @@ def test_an_rgb_image_is_offered_the_model_that_takes_colours(monkeypatch):
     del shipped[builtin.RGB_MODEL]
     monkeypatch.setattr(builtin, "builtin_models", lambda: shipped)
     assert builtin.builtin_model_for(rgb=True) == builtin.DEFAULT_MODEL  # none for colours
+    assert builtin.builtin_model_for(True, [builtin.RGB_MODEL]) == builtin.RGB_MODEL
+    assert builtin.builtin_model_for(False, [builtin.RGB_MODEL]) is None
 
 
 def test_the_tissue_model_outlines_the_tissue_sample_better_than_the_luminance():

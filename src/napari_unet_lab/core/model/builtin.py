@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from importlib.resources import files
 from pathlib import Path
 
@@ -33,13 +34,14 @@ def builtin_models() -> dict[str, Path]:
     return {**first, **found}
 
 
-def builtin_model_for(rgb: bool) -> str | None:
+def builtin_model_for(rgb: bool, shipped: Collection[str] | None = None) -> str | None:
     """Return the name of the built-in model to offer for an image; None if none is shipped.
 
     RGB images (stained tissue) get `RGB_MODEL`, which takes their colours, where it is
-    shipped; every other image gets `DEFAULT_MODEL`.
+    shipped; every other image gets `DEFAULT_MODEL`. `shipped`: the names of the built-in
+    models, where the caller has read them already (`builtin_models` reads every file).
     """
-    shipped = builtin_models()
+    shipped = builtin_models() if shipped is None else shipped
     if rgb and RGB_MODEL in shipped:
         return RGB_MODEL
     return DEFAULT_MODEL if DEFAULT_MODEL in shipped else None
