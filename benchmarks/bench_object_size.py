@@ -24,8 +24,9 @@ Run::
     .venv/bin/python -m benchmarks.bench_object_size --scales --val-images 10 --out /tmp/a.json
 
 ``--model`` is a model file or the name of a built-in model (default ``nuclei``), and can
-be repeated; ``--rgb-model`` segments the RGB images of part B instead (``nuclei_tissue``:
-the model the Predict widget offers for an RGB layer). Torch runs on ``--threads`` threads (1 by default: the other core may be busy).
+be repeated; ``--rgb-model`` segments the RGB images of part B that look like stained
+tissue instead (``nuclei_tissue``: the model the Predict widget offers for them). Torch runs
+on ``--threads`` threads (1 by default: the other core may be busy).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from skimage.transform import resize
 
 from benchmarks.machine import ROOT, describe_machine, write_report
 from napari_unet_lab.core.metrics import segmentation_scores
-from napari_unet_lab.core.model.builtin import builtin_models
+from napari_unet_lab.core.model.builtin import builtin_models, mostly_light
 from napari_unet_lab.core.model.files import load_model
 from napari_unet_lab.core.predict.scale import object_diameters
 from napari_unet_lab.core.predict.segment import segment
@@ -224,8 +225,8 @@ def image_kind(entry: dict, image: np.ndarray, labels: np.ndarray) -> str:
 def run_dsb(model, info, limit: int | None, rgb_model=None) -> dict[str, Any]:
     """Part B: the DSB val split, as trained and "auto", in all and per kind of image.
 
-    `rgb_model`, a (model, info) pair, segments the RGB images where it is given, as the
-    Predict widget offers a model that takes colours for an RGB layer.
+    `rgb_model`, a (model, info) pair, segments the RGB images that look like stained tissue
+    where it is given, as the Predict widget offers a model that takes colours for them.
     """
     folder = DATA / "dsb2018_train"
     entries = [e for e in json.loads((folder / "index.json").read_text()) if e["split"] == "val"]
@@ -240,7 +241,9 @@ def run_dsb(model, info, limit: int | None, rgb_model=None) -> dict[str, Any]:
             "median_object_area": entry["median_object_area"],
             "true_diameter": float(np.median(object_diameters(labels))),
         }
-        segmenting = rgb_model if image.ndim == 3 and rgb_model is not None else (model, info)
+        # the Predict widget's offer: stained tissue (RGB, mostly light) to the colour model
+        tissue = image.ndim == 3 and rgb_model is not None and mostly_light(image)
+        segmenting = rgb_model if tissue else (model, info)
         for name, setting in SETTINGS.items():
             row[name] = scored(*segmenting, image, labels, setting, rgb=image.ndim == 3)
         images.append(row)
@@ -359,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         "--limit", type=int, default=None, help="DSB images, spread evenly; default all 123"
     )
     parser.add_argument(
-        "--rgb-model", default=None, help="model file or built-in name for the RGB images"
+        "--rgb-model", default=None, help="model file or built-in name for stained tissue (RGB)"
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)

@@ -188,8 +188,7 @@ def test_the_built_in_model_segments_an_rgb_layer_as_its_luminance_and_says_so(
     assert count > 5
     assert widget.status.value.startswith(
         f"Found {count} objects in tissue with {name}. "
-        "RGB image converted to grayscale (luminance) for a grayscale model; the built-in "
-        f"model {RGB_MODEL} takes the colours of stained tissue."
+        "RGB image converted to grayscale (luminance) for a grayscale model."
     )
     # exactly what the model makes of the luminance as a grayscale layer
     widget.image.value = viewer.add_image(grayscale(colours), name="luminance")
@@ -309,7 +308,10 @@ def test_automatic_object_diameter_resizes_for_the_model_and_says_so(
 def test_an_rgb_layer_is_offered_the_built_in_model_that_takes_colours(
     qtbot, make_napari_viewer, errors
 ):
-    """Stained tissue gets the three-channel built-in model; a model the user chose stays."""
+    """Stained tissue gets the three-channel built-in model; a model the user chose stays.
+
+    RGB fluorescence and grayscale images get the default.
+    """
     viewer = make_napari_viewer()
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget)
@@ -320,6 +322,11 @@ def test_an_rgb_layer_is_offered_the_built_in_model_that_takes_colours(
     assert widget.model.info.name == RGB_MODEL and widget.model.info.config.in_channels == 3
     widget.image.value = gray
     assert widget.model.info.name == DEFAULT_MODEL
+    nuclei, _ = load_sample("nuclei_1")
+    blue = (nuclei / nuclei.max() * 255).astype(np.uint8)
+    dapi = np.stack([np.zeros_like(blue), np.zeros_like(blue), blue], axis=-1)
+    widget.image.value = viewer.add_image(dapi, rgb=True, name="fluorescence in blue")
+    assert widget.model.info.name == DEFAULT_MODEL  # bright nuclei on black: not tissue
     widget.image.value = tissue
     assert widget.model.info.name == RGB_MODEL
     _run(qtbot, widget)

@@ -405,7 +405,9 @@ def test_an_rgb_layer_is_offered_the_built_in_model_that_takes_colours_to_start_
     viewer = make_napari_viewer()
     widget = TrainWidget(viewer)
     gray = viewer.add_image(np.zeros((40, 50), np.uint8), name="gray")
-    tissue = viewer.add_image(np.zeros((40, 50, 3), np.uint8), rgb=True, name="tissue")
+    from napari_unet_lab.samples import load_sample
+
+    tissue = viewer.add_image(load_sample("nuclei_tissue")[0], rgb=True, name="tissue")
     widget.pairs.image.value = tissue
     assert widget.start_from.info.name == RGB_MODEL
     widget.pairs.image.value = gray

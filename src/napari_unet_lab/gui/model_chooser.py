@@ -100,16 +100,18 @@ class ModelChooser(Container):
         """What the chosen model file says about its model; None if there is none to use."""
         return self._info
 
-    def suit_image(self, rgb: bool) -> None:
+    def suit_image(self, image: Any, rgb: bool) -> None:
         """Offer the built-in model suited to the image, while a built-in default is chosen.
 
-        Choosing an RGB layer swaps the default model for the one that takes colours
-        (`builtin_model_for`), and a grayscale layer swaps it back; a model the user
-        chose otherwise (another built-in one, a file) is left as it is.
+        Choosing stained tissue (an RGB layer, mostly light) swaps the default model for
+        the one that takes colours (`builtin_model_for`), and any other layer swaps it
+        back; a model the user chose otherwise (another built-in one, a file) stays.
         """
         defaults = {self._builtin_paths.get(name) for name in (DEFAULT_MODEL, RGB_MODEL)}
-        suited = self._builtin_paths.get(builtin_model_for(rgb, self._builtin_paths) or "")
-        if suited is not None and self.choice.value in defaults - {None}:
+        if self.choice.value not in defaults - {None}:
+            return
+        suited = self._builtin_paths.get(builtin_model_for(image, rgb, self._builtin_paths) or "")
+        if suited is not None:
             self.choice.value = suited
 
     def choose_file(self, path: str | Path) -> None:

@@ -130,9 +130,10 @@ class PredictWidget(Container):
         return self.diameter.value if chosen == "pixels" else chosen
 
     def _suit_model(self, _layer=None) -> None:
-        # an RGB layer is offered the built-in model that takes colours, a grayscale one the default
-        if self.image.value is not None:
-            self.model.suit_image(self.image.value.rgb)
+        # stained tissue is offered the built-in model that takes colours, the rest the default
+        layer = self.image.value
+        if layer is not None:
+            self.model.suit_image(image_data(layer), layer.rgb)
 
     def _toggle_advanced(self, shown: bool) -> None:
         for widget in self._advanced:

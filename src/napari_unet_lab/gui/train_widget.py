@@ -23,6 +23,7 @@ from ..core.train import (
     prepare_training,
 )
 from .docks import scroll_in_dock
+from .layers import image_data
 from .train.controls import (
     RunControls,
     StartingScores,
@@ -97,9 +98,9 @@ class TrainWidget(Container):
             event.connect(self.pairs.reset_choices)
 
     def _suit_start(self, layer: Layer | None) -> None:
-        # an RGB image is offered the built-in model that takes colours to start from
+        # stained tissue is offered the built-in model that takes colours to start from
         if layer is not None:
-            self.start_from.suit_image(layer.rgb)
+            self.start_from.suit_image(image_data(layer), layer.rgb)
 
     # -------------------------------------------------------------- running
     @property

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from ..images import grayscale
 from .files import ModelFileError, read_model_info
 
 # the built-in model offered first: nuclei of many kinds and sizes (benchmarks/README.md)
@@ -34,14 +39,32 @@ def builtin_models() -> dict[str, Path]:
     return {**first, **found}
 
 
-def builtin_model_for(rgb: bool, shipped: Collection[str] | None = None) -> str | None:
+def builtin_model_for(image: Any, rgb: bool, shipped: Collection[str] | None = None) -> str | None:
     """Return the name of the built-in model to offer for an image; None if none is shipped.
 
-    RGB images (stained tissue) get `RGB_MODEL`, which takes their colours, where it is
-    shipped; every other image gets `DEFAULT_MODEL`. `shipped`: the names of the built-in
-    models, where the caller has read them already (`builtin_models` reads every file).
+    Stained tissue, an RGB image whose pixels are mostly light (`mostly_light`), gets
+    `RGB_MODEL`, which takes its colours, where it is shipped; every other image, RGB
+    fluorescence included (bright nuclei on black, which `RGB_MODEL` never saw), gets
+    `DEFAULT_MODEL`. `shipped`: the names of the built-in models, where the caller has read
+    them already (`builtin_models` reads every file).
     """
     shipped = builtin_models() if shipped is None else shipped
-    if rgb and RGB_MODEL in shipped:
+    if rgb and RGB_MODEL in shipped and mostly_light(image):
         return RGB_MODEL
     return DEFAULT_MODEL if DEFAULT_MODEL in shipped else None
+
+
+def mostly_light(image: Any, samples: int = 65_536) -> bool:
+    """Whether most pixels of an RGB(A) image (colours last) are light, as in stained tissue.
+
+    The median luminance of a regular sub-grid of about `samples` pixels of the first
+    plane lies above the middle of its 1–99.8 % range; cheap enough for a layer change.
+    """
+    plane = image[(0,) * (image.ndim - 3)] if image.ndim > 3 else image
+    step = max(1, math.ceil(math.sqrt(plane.shape[0] * plane.shape[1] / samples)))
+    pixels = grayscale(np.asarray(plane[::step, ::step]))
+    pixels = pixels[np.isfinite(pixels)]
+    if pixels.size == 0:
+        return False
+    low, high = np.percentile(pixels, [1, 99.8])
+    return bool(np.median(pixels) > (low + high) / 2)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..device import available_memory
-from ..images import check_image, image_for_model, intensity_range_for
+from ..images import check_image, converts_to_grayscale, image_for_model, intensity_range_for
 from ..model.builtin import RGB_MODEL, builtin_model_for
 from ..model.files import ModelInfo
 from ..model.unet import UNet
@@ -126,8 +126,10 @@ def iter_segment(
         positive number or would resize the image beyond what the network or
         the memory takes.
     """
+    converts = converts_to_grayscale(model.config.in_channels, rgb)
+    offered = builtin_model_for(image, rgb) if converts else None  # on the colours
     image, rgb, image_note = image_for_model(image, model.config.in_channels, rgb)
-    if image_note and builtin_model_for(rgb=True) == RGB_MODEL:
+    if image_note and offered == RGB_MODEL:
         image_note += f"; the built-in model {RGB_MODEL} takes the colours of stained tissue"
     channel_axis = check_image(image, model.config.in_channels, rgb)
     if model.config != info.config:
