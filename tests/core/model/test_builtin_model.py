@@ -45,6 +45,22 @@ def test_stained_tissue_is_offered_the_model_that_takes_colours(monkeypatch):
     assert builtin.builtin_model_for(nuclei, rgb=False) == builtin.DEFAULT_MODEL
     stack = np.stack([tissue, tissue])  # stacks: judged on their first plane
     assert builtin.builtin_model_for(stack, rgb=True) == builtin.RGB_MODEL
+    # a large lazy slide (130 chunks): only the chunks of the central window are read
+    import dask.array as da
+
+    class Chunks:
+        def __init__(self, array):
+            self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, 3
+            self.reads = 0
+
+        def __getitem__(self, key):
+            self.reads += 1
+            return self.array[key]
+
+    store = Chunks(np.tile(tissue, (40, 40, 1)))
+    slide = da.from_array(store, chunks=(1024, 1024, 3), asarray=False)
+    store.reads = 0  # dask reads an empty corner once to learn the type
+    assert builtin.mostly_light(slide) and 0 < store.reads <= 4
     _, info = load_model(builtin_models()[builtin.RGB_MODEL])
     assert info.config.in_channels == 3 and info.object_diameter == pytest.approx(28.2, abs=0.2)
     assert builtin.builtin_model_for(tissue, True, [builtin.RGB_MODEL]) == builtin.RGB_MODEL

@@ -54,13 +54,17 @@ def builtin_model_for(image: Any, rgb: bool, shipped: Collection[str] | None = N
     return DEFAULT_MODEL if DEFAULT_MODEL in shipped else None
 
 
-def mostly_light(image: Any, samples: int = 65_536) -> bool:
+def mostly_light(image: Any, samples: int = 65_536, window: int = 1024) -> bool:
     """Whether most pixels of an RGB(A) image (colours last) are light, as in stained tissue.
 
     The median luminance of a regular sub-grid of about `samples` pixels of the first
-    plane lies above the middle of its 1–99.8 % range; cheap enough for a layer change.
+    plane's central `window` × `window` pixels lies above the middle of its 1–99.8 % range.
+    Cheap enough for a layer change on the GUI thread: a lazy (dask, zarr) slide reads only
+    the chunks of that window, never every chunk of the image.
     """
     plane = image[(0,) * (image.ndim - 3)] if image.ndim > 3 else image
+    top, left = (max(0, (size - window) // 2) for size in plane.shape[:2])
+    plane = plane[top : top + window, left : left + window]
     step = max(1, math.ceil(math.sqrt(plane.shape[0] * plane.shape[1] / samples)))
     pixels = grayscale(np.asarray(plane[::step, ::step]))
     pixels = pixels[np.isfinite(pixels)]
